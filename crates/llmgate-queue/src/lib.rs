@@ -1,0 +1,1 @@
+//! PriorityQueueLayer: a priority admission queue with deadlines, shedding and per-client fairness

@@ -1,0 +1,1 @@
+//! RateLimitLayer: keyed token buckets for requests and tokens

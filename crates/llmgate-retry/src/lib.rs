@@ -1,0 +1,1 @@
+//! RetryLayer: retries with backoff, jitter, Retry-After and a budget

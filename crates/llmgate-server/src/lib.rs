@@ -1,0 +1,1 @@
+//! The llmgate gateway binary: config, OpenAI routes, admin API, metrics

@@ -1,0 +1,1 @@
+//! GPU (NVML) and engine (Prometheus scrape) telemetry sources for llmgate

@@ -1,0 +1,1 @@
+//! llmgate: facade re-exporting the layer crates.
