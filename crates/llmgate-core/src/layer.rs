@@ -1,0 +1,381 @@
+//! [`MetaLayer`]: buffer the body once, parse it once, attach [`RequestMeta`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use bytes::{Buf, BufMut};
+use http::{Request, Response};
+use http_body::Body;
+use http_body_util::Full;
+use tokio::time::Instant;
+use tower::{BoxError, Layer, Service};
+
+use crate::meta::DEFAULT_REQUEST_TIMEOUT;
+use crate::parse::parse_body;
+use crate::prefix::DEFAULT_BLOCK_CHARS;
+use crate::{
+    CharsPerToken, ClientKey, EndpointKind, MetaError, Priority, RequestMeta, TokenEstimator,
+};
+
+/// The body type [`MetaLayer`] passes on: the whole request body in memory,
+/// cheap to clone, so retries can replay it byte for byte.
+pub type BufferedBody = Full<Bytes>;
+
+/// Default body limit: 8 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
+
+/// Longest `x-request-timeout` accepted: one day.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// Chooses a request's priority when it carries no `x-priority` header; the
+/// hook through which a server maps API keys (client keys) to tiers.
+pub trait DefaultPriority: Send + Sync + 'static {
+    /// The priority for a request from `client`, or `None` for
+    /// [`Priority::Normal`].
+    fn default_priority(&self, client: &ClientKey, headers: &http::HeaderMap) -> Option<Priority>;
+}
+
+impl<F> DefaultPriority for F
+where
+    F: Fn(&ClientKey, &http::HeaderMap) -> Option<Priority> + Send + Sync + 'static,
+{
+    fn default_priority(&self, client: &ClientKey, headers: &http::HeaderMap) -> Option<Priority> {
+        self(client, headers)
+    }
+}
+
+#[derive(Clone)]
+struct MetaConfig {
+    body_limit: usize,
+    default_timeout: Duration,
+    block_chars: usize,
+    estimator: Arc<dyn TokenEstimator>,
+    default_priority: Option<Arc<dyn DefaultPriority>>,
+}
+
+/// Buffers each request body (bounded), parses OpenAI-shaped JSON once and
+/// inserts a [`RequestMeta`] into the request's extensions.
+///
+/// * Over the body limit: [`MetaError::BodyTooLarge`] (HTTP 413).
+/// * Malformed JSON on `/v1/completions`, `/v1/chat/completions` or
+///   `/v1/embeddings`, a bad `x-priority` or `x-request-timeout`:
+///   [`MetaError`] (HTTP 400).
+/// * Other routes get a minimal `RequestMeta` (client, priority, deadline).
+/// * A `RequestMeta` already present (inserted by user code) is kept as is.
+///
+/// Errors come out boxed; render them with
+/// [`error_response`](crate::error_response).
+#[derive(Clone)]
+pub struct MetaLayer {
+    config: MetaConfig,
+}
+
+impl fmt::Debug for MetaLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetaLayer")
+            .field("body_limit", &self.config.body_limit)
+            .field("default_timeout", &self.config.default_timeout)
+            .field("block_chars", &self.config.block_chars)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MetaLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MetaLayer {
+    /// Defaults: 8 MiB body limit, 300 s request timeout, 64-character prefix
+    /// blocks, chars/4 token estimate, every client at `Normal`.
+    pub fn new() -> MetaLayer {
+        MetaLayer {
+            config: MetaConfig {
+                body_limit: DEFAULT_BODY_LIMIT,
+                default_timeout: DEFAULT_REQUEST_TIMEOUT,
+                block_chars: DEFAULT_BLOCK_CHARS,
+                estimator: Arc::new(CharsPerToken::default()),
+                default_priority: None,
+            },
+        }
+    }
+
+    /// Largest accepted body in bytes.
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.config.body_limit = bytes;
+        self
+    }
+
+    /// Deadline of requests without `x-request-timeout`.
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.config.default_timeout = timeout;
+        self
+    }
+
+    /// Prefix block size in characters.
+    pub fn block_chars(mut self, chars: usize) -> Self {
+        self.config.block_chars = chars.max(1);
+        self
+    }
+
+    /// Token estimator for prompts.
+    pub fn estimator(mut self, estimator: impl TokenEstimator) -> Self {
+        self.config.estimator = Arc::new(estimator);
+        self
+    }
+
+    /// Priority of requests without `x-priority` (e.g. by API-key tier).
+    pub fn default_priority(mut self, hook: impl DefaultPriority) -> Self {
+        self.config.default_priority = Some(Arc::new(hook));
+        self
+    }
+}
+
+impl<S> Layer<S> for MetaLayer {
+    type Service = MetaService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetaService {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service of [`MetaLayer`].
+#[derive(Clone)]
+pub struct MetaService<S> {
+    inner: S,
+    config: MetaConfig,
+}
+
+impl<S: fmt::Debug> fmt::Debug for MetaService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetaService")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> MetaService<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, B, ResB> Service<Request<B>> for MetaService<S>
+where
+    S: Service<Request<BufferedBody>, Response = Response<ResB>> + Clone,
+    S::Error: Into<BoxError>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ResB>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The ready service goes with this request; the clone waits for the
+        // next poll_ready.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let (parts, body) = req.into_parts();
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.config.body_limit as u64) {
+            return ResponseFuture {
+                state: State::Failed {
+                    error: Some(MetaError::BodyTooLarge {
+                        limit: self.config.body_limit,
+                    }),
+                },
+            };
+        }
+        ResponseFuture {
+            state: State::Buffering {
+                body,
+                buf: bytes::BytesMut::new(),
+                parts: Some(parts),
+                inner: Some(inner),
+                config: self.config.clone(),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Response future of [`MetaService`]: buffers the body, then calls the
+    /// inner service.
+    pub struct ResponseFuture<S: Service<Request<BufferedBody>>, B: Body> {
+        #[pin]
+        state: State<S, B>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<S: Service<Request<BufferedBody>>, B: Body> {
+        Failed { error: Option<MetaError> },
+        Buffering {
+            #[pin]
+            body: B,
+            buf: bytes::BytesMut,
+            parts: Option<http::request::Parts>,
+            inner: Option<S>,
+            config: MetaConfig,
+        },
+        Calling { #[pin] fut: S::Future },
+    }
+}
+
+impl<S, B, ResB> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<BufferedBody>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    type Output = Result<Response<ResB>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Failed { error } => {
+                    let e = error.take().expect("polled after completion");
+                    return Poll::Ready(Err(e.into()));
+                }
+                StateProj::Buffering {
+                    mut body,
+                    buf,
+                    parts,
+                    inner,
+                    config,
+                } => {
+                    // Read frames until the end, failing as soon as the limit
+                    // is crossed so an oversized upload is not held in memory.
+                    loop {
+                        match body.as_mut().poll_frame(cx) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(None) => break,
+                            Poll::Ready(Some(Err(e))) => {
+                                let e: BoxError = e.into();
+                                return Poll::Ready(Err(MetaError::BodyRead(e.to_string()).into()));
+                            }
+                            Poll::Ready(Some(Ok(frame))) => {
+                                if let Ok(data) = frame.into_data() {
+                                    if buf.len() + data.remaining() > config.body_limit {
+                                        return Poll::Ready(Err(MetaError::BodyTooLarge {
+                                            limit: config.body_limit,
+                                        }
+                                        .into()));
+                                    }
+                                    buf.put(data);
+                                }
+                            }
+                        }
+                    }
+                    let bytes = std::mem::take(buf).freeze();
+                    let mut parts = parts.take().expect("polled after completion");
+                    if parts.extensions.get::<RequestMeta>().is_none() {
+                        match build_meta(&parts, &bytes, config) {
+                            Ok(meta) => {
+                                parts.extensions.insert(meta);
+                            }
+                            Err(e) => return Poll::Ready(Err(e.into())),
+                        }
+                    }
+                    let mut svc = inner.take().expect("polled after completion");
+                    let req = Request::from_parts(parts, Full::new(bytes));
+                    State::Calling { fut: svc.call(req) }
+                }
+                StateProj::Calling { fut } => {
+                    return fut.poll(cx).map_err(Into::into);
+                }
+            };
+            this.state.set(next);
+        }
+    }
+}
+
+fn build_meta(
+    parts: &http::request::Parts,
+    body: &[u8],
+    config: &MetaConfig,
+) -> Result<RequestMeta, MetaError> {
+    let kind = EndpointKind::from_path(parts.uri.path());
+    let client = ClientKey::from_parts(&parts.headers, &parts.extensions);
+    let priority = match parts.headers.get("x-priority") {
+        Some(v) => v
+            .to_str()
+            .map_err(|_| crate::priority::ParsePriorityError {
+                value: String::from_utf8_lossy(v.as_bytes())
+                    .chars()
+                    .take(64)
+                    .collect(),
+            })?
+            .parse::<Priority>()?,
+        None => config
+            .default_priority
+            .as_ref()
+            .and_then(|h| h.default_priority(&client, &parts.headers))
+            .unwrap_or_default(),
+    };
+    let timeout = match parts.headers.get("x-request-timeout") {
+        Some(v) => parse_timeout(v)?,
+        None => config.default_timeout,
+    };
+    let mut meta = RequestMeta::new(kind)
+        .with_client(client)
+        .with_priority(priority);
+    meta.arrival = Instant::now();
+    meta.deadline = meta.arrival + timeout;
+    let header_session = parts
+        .headers
+        .get("x-session-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| !s.is_empty())
+        .map(Arc::<str>::from);
+    if kind != EndpointKind::Other {
+        let parsed = parse_body(kind, body, config.estimator.as_ref(), config.block_chars)?;
+        meta.model = parsed.model.map(Arc::from);
+        meta.stream = parsed.stream;
+        meta.max_tokens = parsed.max_tokens;
+        meta.prompt_tokens = parsed.prompt_tokens;
+        meta.prefix_hashes = Arc::from(parsed.prefix_hashes);
+        meta.session = header_session.or(parsed.user.map(Arc::from));
+    } else {
+        meta.session = header_session;
+    }
+    Ok(meta)
+}
+
+fn parse_timeout(v: &http::HeaderValue) -> Result<Duration, MetaError> {
+    let text = String::from_utf8_lossy(v.as_bytes());
+    let bad = || MetaError::BadTimeout(text.chars().take(64).collect());
+    let secs: f64 = text.trim().parse().map_err(|_| bad())?;
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs).min(MAX_REQUEST_TIMEOUT))
+}
+
+/// Convenience for tests and callers that build requests by hand: the
+/// [`RequestMeta`] of a request, if present.
+pub fn meta_of<B>(req: &Request<B>) -> Option<&RequestMeta> {
+    req.extensions().get::<RequestMeta>()
+}

@@ -1,0 +1,268 @@
+//! Parsing the OpenAI-shaped JSON bodies of completions, chat and embeddings.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::prefix::{text_block_hashes, token_block_hashes};
+use crate::{EndpointKind, MetaError, TokenEstimator};
+
+/// What llmgate learns from a request body.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ParsedBody {
+    /// `model`
+    pub model: Option<String>,
+    /// `stream`
+    pub stream: bool,
+    /// `max_tokens`, else `max_completion_tokens`
+    pub max_tokens: Option<u32>,
+    /// `user`
+    pub user: Option<String>,
+    /// Estimated prompt tokens.
+    pub prompt_tokens: u32,
+    /// Chained prefix block hashes.
+    pub prefix_hashes: Vec<u64>,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    model: Option<String>,
+    stream: Option<bool>,
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    user: Option<String>,
+    prompt: Option<Value>,
+    messages: Option<Value>,
+    input: Option<Value>,
+}
+
+/// Prompt of a request: text, or token ids when the client sent ids.
+enum Prompt {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+fn invalid(msg: impl Into<String>) -> MetaError {
+    MetaError::InvalidJson(msg.into())
+}
+
+/// Parses `body` for `kind`. `block_chars` is the prefix block size in
+/// characters; token-id prompts use blocks of `block_chars / 4` ids.
+pub fn parse_body(
+    kind: EndpointKind,
+    body: &[u8],
+    estimator: &dyn TokenEstimator,
+    block_chars: usize,
+) -> Result<ParsedBody, MetaError> {
+    let env: Envelope = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+    let prompt = match kind {
+        EndpointKind::Completions => {
+            let p = env
+                .prompt
+                .ok_or_else(|| invalid("missing field `prompt`"))?;
+            text_or_tokens(&p, "prompt")?
+        }
+        EndpointKind::Chat => {
+            let m = env
+                .messages
+                .ok_or_else(|| invalid("missing field `messages`"))?;
+            Prompt::Text(chat_text(&m)?)
+        }
+        EndpointKind::Embeddings => {
+            let i = env.input.ok_or_else(|| invalid("missing field `input`"))?;
+            text_or_tokens(&i, "input")?
+        }
+        EndpointKind::Other => Prompt::Text(String::new()),
+    };
+    let (prompt_tokens, prefix_hashes) = match &prompt {
+        Prompt::Text(t) => (estimator.estimate(t), text_block_hashes(t, block_chars)),
+        Prompt::Tokens(ids) => (
+            ids.len().min(u32::MAX as usize) as u32,
+            token_block_hashes(ids, (block_chars / 4).max(1)),
+        ),
+    };
+    Ok(ParsedBody {
+        model: env.model,
+        stream: env.stream.unwrap_or(false),
+        max_tokens: env.max_tokens.or(env.max_completion_tokens),
+        user: env.user,
+        prompt_tokens,
+        prefix_hashes,
+    })
+}
+
+/// A `prompt`/`input` field: a string, an array of strings, an array of token
+/// ids, or an array of token-id arrays.
+fn text_or_tokens(v: &Value, field: &str) -> Result<Prompt, MetaError> {
+    let shape_err = || {
+        invalid(format!(
+            "`{field}` must be a string, an array of strings, an array of token ids or an array of token-id arrays"
+        ))
+    };
+    match v {
+        Value::String(s) => Ok(Prompt::Text(s.clone())),
+        Value::Array(items) if items.iter().all(Value::is_string) => Ok(Prompt::Text(
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )),
+        Value::Array(items) => {
+            let mut ids = Vec::new();
+            for item in items {
+                match item {
+                    Value::Number(_) => ids.push(token_id(item).ok_or_else(shape_err)?),
+                    Value::Array(inner) => {
+                        for t in inner {
+                            ids.push(token_id(t).ok_or_else(shape_err)?);
+                        }
+                    }
+                    _ => return Err(shape_err()),
+                }
+            }
+            Ok(Prompt::Tokens(ids))
+        }
+        _ => Err(shape_err()),
+    }
+}
+
+fn token_id(v: &Value) -> Option<u32> {
+    v.as_u64().and_then(|n| u32::try_from(n).ok())
+}
+
+/// The text of a chat `messages` array: each message's role and content,
+/// multi-part content reduced to its text parts.
+fn chat_text(v: &Value) -> Result<String, MetaError> {
+    let messages = v
+        .as_array()
+        .ok_or_else(|| invalid("`messages` must be an array"))?;
+    let mut out = String::new();
+    for (i, m) in messages.iter().enumerate() {
+        let obj = m
+            .as_object()
+            .ok_or_else(|| invalid(format!("`messages[{i}]` must be an object")))?;
+        let role = obj.get("role").and_then(Value::as_str).unwrap_or("user");
+        out.push_str("<|");
+        out.push_str(role);
+        out.push_str("|>");
+        match obj.get("content") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => out.push_str(s),
+            Some(Value::Array(parts)) => {
+                for (j, part) in parts.iter().enumerate() {
+                    match part {
+                        Value::String(s) => out.push_str(s),
+                        Value::Object(p) => {
+                            if let Some(t) = p.get("text").and_then(Value::as_str) {
+                                out.push_str(t);
+                            }
+                        }
+                        _ => {
+                            return Err(invalid(format!(
+                                "`messages[{i}].content[{j}]` must be an object or a string"
+                            )))
+                        }
+                    }
+                }
+            }
+            Some(_) => {
+                return Err(invalid(format!(
+                    "`messages[{i}].content` must be a string or an array of parts"
+                )))
+            }
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CharsPerToken;
+
+    fn parse(kind: EndpointKind, body: &str) -> Result<ParsedBody, MetaError> {
+        parse_body(kind, body.as_bytes(), &CharsPerToken::default(), 64)
+    }
+
+    #[test]
+    fn completion_string_and_token_prompts() {
+        let p = parse(
+            EndpointKind::Completions,
+            r#"{"model":"m","prompt":"abcdefgh","max_tokens":7,"stream":true}"#,
+        )
+        .unwrap();
+        assert_eq!(p.model.as_deref(), Some("m"));
+        assert_eq!(
+            (p.prompt_tokens, p.max_tokens, p.stream),
+            (2, Some(7), true)
+        );
+        let ids: Vec<u32> = (0..40).collect();
+        let body = serde_json::json!({"model":"m","prompt": ids}).to_string();
+        let p = parse(EndpointKind::Completions, &body).unwrap();
+        assert_eq!(p.prompt_tokens, 40);
+        assert_eq!(p.prefix_hashes.len(), 2);
+    }
+
+    #[test]
+    fn chat_concatenates_messages_and_text_parts() {
+        let simple = parse(
+            EndpointKind::Chat,
+            r#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"hello"}],"user":"u1","max_completion_tokens":5}"#,
+        )
+        .unwrap();
+        assert_eq!(simple.user.as_deref(), Some("u1"));
+        assert_eq!(simple.max_tokens, Some(5));
+        // "<|system|>be brief\n<|user|>hello\n" = 32 chars → 8 tokens
+        assert_eq!(simple.prompt_tokens, 8);
+
+        let multi = parse(
+            EndpointKind::Chat,
+            r#"{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hel"},{"type":"image_url","image_url":{"url":"http://x"}},{"type":"text","text":"lo"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(multi.prompt_tokens, simple.prompt_tokens);
+    }
+
+    #[test]
+    fn embeddings_inputs() {
+        let p = parse(
+            EndpointKind::Embeddings,
+            r#"{"model":"e","input":["abcd","efgh"]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.prompt_tokens, 3); // "abcd\nefgh" = 9 chars
+        let p = parse(
+            EndpointKind::Embeddings,
+            r#"{"model":"e","input":[[1,2,3],[4]]}"#,
+        )
+        .unwrap();
+        assert_eq!(p.prompt_tokens, 4);
+    }
+
+    #[test]
+    fn malformed_and_wrong_shapes_are_errors() {
+        for (kind, body) in [
+            (EndpointKind::Chat, "{not json"),
+            (EndpointKind::Chat, r#"{"model":"m"}"#),
+            (EndpointKind::Chat, r#"{"messages":"hi"}"#),
+            (
+                EndpointKind::Chat,
+                r#"{"messages":[{"role":"user","content":5}]}"#,
+            ),
+            (EndpointKind::Completions, r#"{"prompt":{"a":1}}"#),
+            (
+                EndpointKind::Completions,
+                r#"{"prompt":"x","stream":"yes"}"#,
+            ),
+            (
+                EndpointKind::Completions,
+                r#"{"prompt":"x","max_tokens":-3}"#,
+            ),
+            (EndpointKind::Embeddings, r#"{"input":[1,"a"]}"#),
+        ] {
+            let e = parse(kind, body).unwrap_err();
+            assert!(matches!(e, MetaError::InvalidJson(_)), "{body}: {e}");
+        }
+    }
+}
