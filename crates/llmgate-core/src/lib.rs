@@ -52,6 +52,7 @@ mod meta;
 mod parse;
 pub mod prefix;
 mod priority;
+mod routing;
 
 pub use client::{bearer_token, ClientKey, PeerAddr};
 pub use error::{default_error_type, error_body, error_response, ErrorResponse, MetaError};
@@ -63,6 +64,7 @@ pub use layer::{
 pub use meta::{EndpointKind, RequestMeta, DEFAULT_REQUEST_TIMEOUT};
 pub use parse::{parse_body, ParsedBody};
 pub use priority::{ParsePriorityError, Priority, ACCEPTED_PRIORITIES};
+pub use routing::{find_in_chain, AvoidEndpoints, EndpointError, ServedBy};
 
 /// Errors of every llmgate layer are boxed like tower's.
 pub use tower::BoxError;
