@@ -31,7 +31,7 @@
 //!         r#"{"model":"llama-3-8b","messages":[{"role":"user","content":"Hello there"}]}"#,
 //!     )))?;
 //! let res = svc.oneshot(req).await?;
-//! assert_eq!(res.body(), "high Some(\"llama-3-8b\") 6");
+//! assert_eq!(res.body(), "high Some(\"llama-3-8b\") 5");
 //! # let _ = Priority::High;
 //! # Ok(())
 //! # }

@@ -213,8 +213,8 @@ mod tests {
         .unwrap();
         assert_eq!(simple.user.as_deref(), Some("u1"));
         assert_eq!(simple.max_tokens, Some(5));
-        // "<|system|>be brief\n<|user|>hello\n" = 32 chars → 8 tokens
-        assert_eq!(simple.prompt_tokens, 8);
+        // "<|system|>be brief\n<|user|>hello\n" is 33 characters: 9 tokens.
+        assert_eq!(simple.prompt_tokens, 9);
 
         let multi = parse(
             EndpointKind::Chat,
