@@ -1,0 +1,516 @@
+//! [`GpuAwareBalance`]: a shared balancer over a [`ReadyCache`] of endpoints.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+use tower::discover::{Change, Discover};
+use tower::load::Load;
+use tower::ready_cache::ReadyCache;
+use tower::{BoxError, Service};
+
+use llmgate_core::{AvoidEndpoints, RequestMeta};
+
+use crate::endpoint::{Admission, EndpointState};
+use crate::error::{NoEndpoint, NoEndpointReason};
+use crate::load::{EndpointLoad, LoadView};
+use crate::strategy::{Candidate, GpuThresholds, Strategy, StrategyKind};
+
+/// What the balancer must learn from a request.
+pub trait RouteInfo {
+    /// The request's metadata, if any.
+    fn meta(&self) -> Option<&RequestMeta>;
+    /// Endpoints a retry asked to avoid.
+    fn avoid(&self) -> Option<&AvoidEndpoints>;
+}
+
+impl<B> RouteInfo for http::Request<B> {
+    fn meta(&self) -> Option<&RequestMeta> {
+        self.extensions().get::<RequestMeta>()
+    }
+    fn avoid(&self) -> Option<&AvoidEndpoints> {
+        self.extensions().get::<AvoidEndpoints>()
+    }
+}
+
+/// A balanced endpoint exposes the state the balancer routes by.
+pub trait HasEndpointState {
+    /// The endpoint's shared state.
+    fn endpoint_state(&self) -> &Arc<EndpointState>;
+}
+
+/// Balancer settings.
+#[derive(Debug, Clone)]
+pub struct BalanceConfig {
+    /// Strategy at start.
+    pub strategy: StrategyKind,
+    /// When set, endpoints over these GPU thresholds are skipped by every
+    /// strategy (unless all are over): the `ENABLE_GPU_AWARE` switch, which
+    /// composes with the configured strategy instead of replacing it.
+    pub gpu_filter: Option<GpuThresholds>,
+    /// Telemetry older than this is ignored (default 30 s).
+    pub staleness: Duration,
+    /// Seed of randomized strategies.
+    pub seed: u64,
+}
+
+impl Default for BalanceConfig {
+    fn default() -> Self {
+        BalanceConfig {
+            strategy: StrategyKind::P2c,
+            gpu_filter: None,
+            staleness: Duration::from_secs(30),
+            seed: 0x11_6a7e,
+        }
+    }
+}
+
+/// Wakes every task waiting on the balancer. `ReadyCache` keeps one waker
+/// for its pending endpoints; several tasks (the queue worker, retries) may
+/// wait at once, so the cache gets this waker and fans out.
+#[derive(Default)]
+struct WakeAll(Mutex<Vec<Waker>>);
+
+impl WakeAll {
+    fn register(&self, w: &Waker) {
+        let mut g = self.0.lock();
+        if !g.iter().any(|x| x.will_wake(w)) {
+            g.push(w.clone());
+        }
+    }
+}
+
+impl Wake for WakeAll {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        let waiters = std::mem::take(&mut *self.0.lock());
+        for w in waiters {
+            w.wake();
+        }
+    }
+}
+
+struct Shared<D: Discover, Req>
+where
+    D::Key: Hash + Eq,
+{
+    discover: Pin<Box<D>>,
+    cache: ReadyCache<D::Key, D::Service, Req>,
+    states: HashMap<D::Key, Arc<EndpointState>>,
+    strategy: Box<dyn Strategy>,
+    strategy_kind: StrategyKind,
+    config: BalanceConfig,
+    wake_all: Arc<WakeAll>,
+    waker: Waker,
+    discover_error: Option<String>,
+}
+
+/// A load balancer over any [`Discover`] whose endpoints report
+/// [`EndpointLoad`] and expose their [`EndpointState`], with a pluggable
+/// [`Strategy`].
+///
+/// Built on tower's [`ReadyCache`]: endpoints that are not ready (at their
+/// concurrency cap, breaker open, unhealthy, draining, ejected) wait in its
+/// pending set and are never picked. `poll_ready` is ready when at least one
+/// endpoint is; the choice among ready endpoints is made per request, because
+/// model, prefix and session decide it. Cloning is cheap and all clones share
+/// one pool, so it can sit below a retry layer.
+pub struct GpuAwareBalance<D: Discover, Req>
+where
+    D::Key: Hash + Eq,
+{
+    shared: Arc<Mutex<Shared<D, Req>>>,
+}
+
+impl<D: Discover, Req> Clone for GpuAwareBalance<D, Req>
+where
+    D::Key: Hash + Eq,
+{
+    fn clone(&self) -> Self {
+        GpuAwareBalance {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<D: Discover, Req> std::fmt::Debug for GpuAwareBalance<D, Req>
+where
+    D::Key: Hash + Eq,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let g = self.shared.lock();
+        f.debug_struct("GpuAwareBalance")
+            .field("endpoints", &g.states.len())
+            .field("ready", &g.cache.ready_len())
+            .field("strategy", &g.strategy_kind)
+            .finish()
+    }
+}
+
+/// One endpoint as the admin API shows it.
+#[derive(Debug, Clone)]
+pub struct EndpointReport {
+    /// Shared state (spec, health, drain, counters).
+    pub state: Arc<EndpointState>,
+    /// Whether it is in the ready set right now.
+    pub ready: bool,
+    /// Its load view.
+    pub load: LoadView,
+}
+
+impl<D, Req> GpuAwareBalance<D, Req>
+where
+    D: Discover,
+    D::Key: Hash + Eq + Clone + Send + 'static,
+    D::Service: Service<Req> + HasEndpointState,
+    <D::Service as Service<Req>>::Error: Into<BoxError>,
+    D::Error: Into<BoxError>,
+{
+    /// A balancer over `discover`.
+    pub fn new(discover: D, config: BalanceConfig) -> Self {
+        let wake_all = Arc::new(WakeAll::default());
+        let shared = Shared {
+            discover: Box::pin(discover),
+            cache: ReadyCache::default(),
+            states: HashMap::new(),
+            strategy: config.strategy.build(config.seed),
+            strategy_kind: config.strategy,
+            config,
+            waker: Waker::from(wake_all.clone()),
+            wake_all,
+            discover_error: None,
+        };
+        GpuAwareBalance {
+            shared: Arc::new(Mutex::new(shared)),
+        }
+    }
+
+    /// Switches the strategy at run time (admin API).
+    pub fn set_strategy(&self, kind: StrategyKind) {
+        let mut g = self.shared.lock();
+        g.strategy = kind.build(g.config.seed);
+        g.strategy_kind = kind;
+    }
+
+    /// The strategy in use.
+    pub fn strategy(&self) -> StrategyKind {
+        self.shared.lock().strategy_kind
+    }
+
+    /// Applies pending discovery changes and readiness updates without a
+    /// request (admin API, `/ready`).
+    pub fn refresh(&self) {
+        let mut g = self.shared.lock();
+        g.refresh();
+    }
+
+    /// Every endpoint with its readiness and load.
+    pub fn endpoints(&self) -> Vec<EndpointReport> {
+        let mut g = self.shared.lock();
+        g.refresh();
+        let staleness = g.config.staleness;
+        let mut ready_ids = std::collections::HashSet::new();
+        for i in 0..g.cache.ready_len() {
+            if let Some((k, _)) = g.cache.get_ready_index(i) {
+                if let Some(s) = g.states.get(k) {
+                    ready_ids.insert(s.id().clone());
+                }
+            }
+        }
+        let mut out: Vec<_> = g
+            .states
+            .values()
+            .map(|s| EndpointReport {
+                state: s.clone(),
+                ready: ready_ids.contains(s.id()),
+                load: s.load_view(staleness),
+            })
+            .collect();
+        out.sort_by(|a, b| a.state.id().cmp(b.state.id()));
+        out
+    }
+
+    /// Number of endpoints known, and of those ready now.
+    pub fn len(&self) -> (usize, usize) {
+        let mut g = self.shared.lock();
+        g.refresh();
+        (g.states.len(), g.cache.ready_len())
+    }
+}
+
+impl<D, Req> Shared<D, Req>
+where
+    D: Discover,
+    D::Key: Hash + Eq + Clone + Send + 'static,
+    D::Service: Service<Req> + HasEndpointState,
+    <D::Service as Service<Req>>::Error: Into<BoxError>,
+    D::Error: Into<BoxError>,
+{
+    /// Applies discovery changes, promotes endpoints that became ready and
+    /// removes finished drains. Never blocks.
+    fn refresh(&mut self) {
+        let waker = self.waker.clone();
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            match self.discover.as_mut().poll_discover(&mut cx) {
+                Poll::Ready(Some(Ok(Change::Insert(key, svc)))) => {
+                    let state = svc.endpoint_state().clone();
+                    tracing::info!(endpoint = %state.id(), "endpoint added");
+                    self.states.insert(key.clone(), state);
+                    self.cache.push(key, svc);
+                }
+                Poll::Ready(Some(Ok(Change::Remove(key)))) => self.remove(&key),
+                Poll::Ready(Some(Err(e))) => {
+                    let e: BoxError = e.into();
+                    tracing::warn!(error = %e, "discovery error");
+                    self.discover_error = Some(e.to_string());
+                }
+                Poll::Ready(None) | Poll::Pending => break,
+            }
+        }
+        loop {
+            match self.cache.poll_pending(&mut cx) {
+                Poll::Ready(Ok(())) | Poll::Pending => break,
+                Poll::Ready(Err(failed)) => {
+                    // An endpoint's poll_ready failed: ReadyCache dropped it.
+                    tracing::warn!(error = %failed.1, "endpoint failed and was removed");
+                    if let Some(s) = self.states.remove(&failed.0) {
+                        self.strategy.removed(s.id());
+                    }
+                }
+            }
+        }
+        let now = Instant::now();
+        let done: Vec<D::Key> = self
+            .states
+            .iter()
+            .filter(|(_, s)| s.drain_complete(now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in done {
+            self.remove(&k);
+        }
+    }
+
+    fn remove(&mut self, key: &D::Key) {
+        self.cache.evict(key);
+        if let Some(s) = self.states.remove(key) {
+            tracing::info!(endpoint = %s.id(), "endpoint removed");
+            self.strategy.removed(s.id());
+        }
+    }
+
+    /// Chooses a ready endpoint for a request and sends it there.
+    fn dispatch(
+        &mut self,
+        cx: &mut Context<'_>,
+        req: Req,
+    ) -> Result<<D::Service as Service<Req>>::Future, (Req, Option<NoEndpoint>)>
+    where
+        Req: RouteInfo,
+    {
+        self.refresh();
+        let meta = req.meta().cloned();
+        let model = meta.as_ref().and_then(|m| m.model.clone());
+        let avoid = req.avoid().cloned().unwrap_or_default();
+        let now = Instant::now();
+        loop {
+            let staleness = self.config.staleness;
+            // Ready endpoints that serve the model and admit requests.
+            let mut idx = Vec::with_capacity(self.cache.ready_len());
+            let mut views = Vec::with_capacity(self.cache.ready_len());
+            let mut ids: Vec<Arc<str>> = Vec::with_capacity(self.cache.ready_len());
+            for i in 0..self.cache.ready_len() {
+                let Some((_, svc)) = self.cache.get_ready_index(i) else {
+                    continue;
+                };
+                let st = svc.endpoint_state();
+                if !st.spec().serves(model.as_deref()) || st.admission(now) != Admission::Open {
+                    continue;
+                }
+                idx.push(i);
+                views.push(st.load_view(staleness));
+                ids.push(st.id().clone());
+            }
+            if idx.is_empty() {
+                let any_serves = self
+                    .states
+                    .values()
+                    .any(|s| s.spec().serves(model.as_deref()) && !s.is_draining());
+                if !any_serves {
+                    let reason = if self.states.is_empty() {
+                        NoEndpointReason::NoEndpoints
+                    } else {
+                        NoEndpointReason::ModelNotServed(model.as_deref().unwrap_or("").to_string())
+                    };
+                    return Err((req, Some(NoEndpoint { reason })));
+                }
+                self.wake_all.register(cx.waker());
+                return Err((req, None));
+            }
+            // Retry avoidance, unless it would leave nothing.
+            let keep: Vec<bool> = ids.iter().map(|id| !avoid.contains(id)).collect();
+            if keep.iter().any(|k| *k) && keep.iter().any(|k| !*k) {
+                let mut j = 0;
+                idx.retain(|_| {
+                    let k = keep[j];
+                    j += 1;
+                    k
+                });
+                let mut j = 0;
+                views.retain(|_| {
+                    let k = keep[j];
+                    j += 1;
+                    k
+                });
+                let mut j = 0;
+                ids.retain(|_| {
+                    let k = keep[j];
+                    j += 1;
+                    k
+                });
+            }
+            // Optional GPU pre-filter, unless every endpoint is over.
+            if let Some(th) = self.config.gpu_filter {
+                let ok: Vec<bool> = views.iter().map(|v| !th.exceeded(v)).collect();
+                if ok.iter().any(|k| *k) && ok.iter().any(|k| !*k) {
+                    let mut j = 0;
+                    idx.retain(|_| {
+                        let k = ok[j];
+                        j += 1;
+                        k
+                    });
+                    let mut j = 0;
+                    views.retain(|_| {
+                        let k = ok[j];
+                        j += 1;
+                        k
+                    });
+                    let mut j = 0;
+                    ids.retain(|_| {
+                        let k = ok[j];
+                        j += 1;
+                        k
+                    });
+                }
+            }
+            let cands: Vec<Candidate<'_>> = ids
+                .iter()
+                .zip(&views)
+                .map(|(id, load)| Candidate { id, load })
+                .collect();
+            let chosen = self.strategy.pick(meta.as_ref(), &cands);
+            let ready_index = idx[chosen.min(idx.len() - 1)];
+            let id = ids[chosen.min(ids.len() - 1)].clone();
+            drop(cands);
+            let waker = self.waker.clone();
+            let mut wcx = Context::from_waker(&waker);
+            match self.cache.check_ready_index(&mut wcx, ready_index) {
+                Ok(true) => {
+                    self.strategy.routed(meta.as_ref(), &id);
+                    metrics::counter!("llmgate_balance_picks_total", "replica" => id.to_string(), "strategy" => self.strategy_kind.as_str()).increment(1);
+                    return Ok(self.cache.call_ready_index(ready_index, req));
+                }
+                // Went back to pending (or failed and was removed): choose again.
+                Ok(false) => continue,
+                Err(failed) => {
+                    if let Some(s) = self.states.remove(&failed.0) {
+                        self.strategy.removed(s.id());
+                    }
+                    continue;
+                }
+            }
+        }
+    }
+}
+
+impl<D, Req> Service<Req> for GpuAwareBalance<D, Req>
+where
+    D: Discover + Send + 'static,
+    D::Key: Hash + Eq + Clone + Send + 'static,
+    D::Service: Service<Req> + HasEndpointState + Load<Metric = EndpointLoad> + Send + 'static,
+    <D::Service as Service<Req>>::Error: Into<BoxError>,
+    <D::Service as Service<Req>>::Future: Send + 'static,
+    <D::Service as Service<Req>>::Response: Send + 'static,
+    D::Error: Into<BoxError>,
+    Req: RouteInfo + Send + 'static,
+{
+    type Response = <D::Service as Service<Req>>::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let mut g = self.shared.lock();
+        g.refresh();
+        if g.cache.ready_len() > 0 {
+            Poll::Ready(Ok(()))
+        } else {
+            g.wake_all.register(cx.waker());
+            // Register after refresh too, so a wake that raced it is not lost.
+            g.refresh();
+            if g.cache.ready_len() > 0 {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let pick = Dispatch {
+            shared: self.shared.clone(),
+            req: Some(req),
+        };
+        Box::pin(async move {
+            let fut = pick.await?;
+            fut.await.map_err(Into::into)
+        })
+    }
+}
+
+/// Waits until an endpoint that can serve the request is ready, then sends
+/// it there.
+struct Dispatch<D: Discover, Req>
+where
+    D::Key: Hash + Eq,
+{
+    shared: Arc<Mutex<Shared<D, Req>>>,
+    req: Option<Req>,
+}
+
+impl<D: Discover, Req> Unpin for Dispatch<D, Req> where D::Key: Hash + Eq {}
+
+impl<D, Req> Future for Dispatch<D, Req>
+where
+    D: Discover,
+    D::Key: Hash + Eq + Clone + Send + 'static,
+    D::Service: Service<Req> + HasEndpointState,
+    <D::Service as Service<Req>>::Error: Into<BoxError>,
+    D::Error: Into<BoxError>,
+    Req: RouteInfo,
+{
+    type Output = Result<<D::Service as Service<Req>>::Future, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let req = self.req.take().expect("polled after completion");
+        let shared = self.shared.clone();
+        let mut g = shared.lock();
+        match g.dispatch(cx, req) {
+            Ok(fut) => Poll::Ready(Ok(fut)),
+            Err((_, Some(no))) => Poll::Ready(Err(no.into())),
+            Err((req, None)) => {
+                drop(g);
+                self.req = Some(req);
+                Poll::Pending
+            }
+        }
+    }
+}

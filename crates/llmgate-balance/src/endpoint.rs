@@ -1,0 +1,436 @@
+//! Endpoints (replicas) and the state the balancer keeps for each.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::load::LoadView;
+
+/// A replica as configured: where it is and what it serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    /// Unique id (a bounded label in metrics).
+    pub id: String,
+    /// Base URL, e.g. `http://10.0.0.5:8000`.
+    pub url: String,
+    /// Model names it serves; empty means "any model".
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Relative capacity for weighted strategies (default 1).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Most requests in flight at once from this balancer (default 256).
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: usize,
+    /// Free-form labels (GPU type, zone).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Where to scrape engine metrics (default `{url}/metrics`; `""` turns
+    /// scraping off).
+    #[serde(default)]
+    pub metrics_url: Option<String>,
+    /// Where to read GPU telemetry (`/gpu` of an `llmgate agent` or of the
+    /// replica), if anywhere.
+    #[serde(default)]
+    pub gpu_url: Option<String>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+fn default_max_concurrent() -> usize {
+    256
+}
+
+impl EndpointSpec {
+    /// A spec with defaults for everything but id and URL.
+    pub fn new(id: impl Into<String>, url: impl Into<String>) -> Self {
+        EndpointSpec {
+            id: id.into(),
+            url: url.into().trim_end_matches('/').to_string(),
+            models: Vec::new(),
+            weight: 1,
+            max_concurrent: default_max_concurrent(),
+            labels: BTreeMap::new(),
+            metrics_url: None,
+            gpu_url: None,
+        }
+    }
+
+    /// Sets the models served.
+    pub fn models<I, S>(mut self, models: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.models = models.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Sets the weight.
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = weight;
+        self
+    }
+
+    /// Sets the concurrency cap.
+    pub fn max_concurrent(mut self, n: usize) -> Self {
+        self.max_concurrent = n;
+        self
+    }
+
+    /// Whether it serves `model` (`None`: the request names no model).
+    pub fn serves(&self, model: Option<&str>) -> bool {
+        match model {
+            None => true,
+            Some(m) => self.models.is_empty() || self.models.iter().any(|x| x == m),
+        }
+    }
+
+    /// Checks the spec: non-empty id, an `http://` URL, positive weight and cap.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.id.trim().is_empty() {
+            return Err("replica id must not be empty".into());
+        }
+        let uri: http::Uri = self
+            .url
+            .parse()
+            .map_err(|e| format!("replica {}: invalid url {:?}: {e}", self.id, self.url))?;
+        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            return Err(format!(
+                "replica {}: url {:?} must be http://host:port (TLS to replicas is not supported)",
+                self.id, self.url
+            ));
+        }
+        if self.weight == 0 {
+            return Err(format!("replica {}: weight must be at least 1", self.id));
+        }
+        if self.max_concurrent == 0 {
+            return Err(format!(
+                "replica {}: max_concurrent must be at least 1",
+                self.id
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Health as seen by active checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// No verdict yet: treated as healthy so a new replica takes traffic.
+    Unknown,
+    /// Passing its checks.
+    Healthy,
+    /// Failed its checks: out of rotation.
+    Unhealthy,
+}
+
+impl Health {
+    fn from_u8(v: u8) -> Health {
+        match v {
+            1 => Health::Healthy,
+            2 => Health::Unhealthy,
+            _ => Health::Unknown,
+        }
+    }
+    fn as_u8(self) -> u8 {
+        match self {
+            Health::Unknown => 0,
+            Health::Healthy => 1,
+            Health::Unhealthy => 2,
+        }
+    }
+}
+
+/// Decay time of the latency EWMAs.
+const EWMA_DECAY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy)]
+struct Ewma {
+    value_s: f64,
+    at: Option<Instant>,
+}
+
+impl Ewma {
+    /// Peak-EWMA: a new sample above the average replaces it at once (so a
+    /// slow replica is noticed immediately); below it, it decays in.
+    fn observe(&mut self, sample_s: f64, now: Instant) {
+        match self.at {
+            None => self.value_s = sample_s,
+            Some(_) if sample_s > self.value_s => self.value_s = sample_s,
+            Some(prev) => {
+                let dt = now.saturating_duration_since(prev).as_secs_f64();
+                let w = (-dt / EWMA_DECAY.as_secs_f64()).exp();
+                self.value_s = self.value_s * w + sample_s * (1.0 - w);
+            }
+        }
+        self.at = Some(now);
+    }
+}
+
+#[derive(Debug)]
+struct Stats {
+    latency: Ewma,
+    ttft: Ewma,
+    /// Exponentially decayed error fraction.
+    error_rate: f64,
+    /// Last time any in-flight request of this endpoint made progress
+    /// (headers, a body chunk, or completion).
+    last_progress: Instant,
+}
+
+/// What the balancer and its helpers (health checks, telemetry, admin API)
+/// share about one endpoint. Cheap to read from the routing hot path.
+#[derive(Debug)]
+pub struct EndpointState {
+    spec: EndpointSpec,
+    id: Arc<str>,
+    in_flight: AtomicUsize,
+    served: AtomicU64,
+    failed: AtomicU64,
+    health: AtomicU8,
+    draining: AtomicBool,
+    drain_deadline: Mutex<Option<Instant>>,
+    ejected_until: Mutex<Option<Instant>>,
+    stats: Mutex<Stats>,
+    telemetry: Mutex<Option<llmgate_telemetry::TelemetryCell>>,
+    /// Woken whenever readiness may have changed (health, drain, ejection,
+    /// an in-flight slot freed).
+    pub(crate) readiness: AtomicWaker,
+}
+
+impl EndpointState {
+    /// New state for `spec`.
+    pub fn new(spec: EndpointSpec) -> Arc<EndpointState> {
+        Arc::new(EndpointState {
+            id: Arc::from(spec.id.as_str()),
+            spec,
+            in_flight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            health: AtomicU8::new(Health::Unknown.as_u8()),
+            draining: AtomicBool::new(false),
+            drain_deadline: Mutex::new(None),
+            ejected_until: Mutex::new(None),
+            stats: Mutex::new(Stats {
+                latency: Ewma {
+                    value_s: 0.0,
+                    at: None,
+                },
+                ttft: Ewma {
+                    value_s: 0.0,
+                    at: None,
+                },
+                error_rate: 0.0,
+                last_progress: Instant::now(),
+            }),
+            telemetry: Mutex::new(None),
+            readiness: AtomicWaker::new(),
+        })
+    }
+
+    /// The endpoint's configuration.
+    pub fn spec(&self) -> &EndpointSpec {
+        &self.spec
+    }
+
+    /// Its id.
+    pub fn id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    /// Requests in flight from this balancer (until their streams end).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Requests answered / failed since start.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.served.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Active-check health.
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Acquire))
+    }
+
+    /// Sets the health verdict; returns the previous one.
+    pub fn set_health(&self, h: Health) -> Health {
+        let prev = Health::from_u8(self.health.swap(h.as_u8(), Ordering::AcqRel));
+        if prev != h {
+            self.readiness.wake();
+        }
+        prev
+    }
+
+    /// Marks the endpoint draining: no new requests; removed once idle or
+    /// past `deadline`.
+    pub fn start_drain(&self, deadline: Instant) {
+        *self.drain_deadline.lock() = Some(deadline);
+        self.draining.store(true, Ordering::Release);
+        self.readiness.wake();
+    }
+
+    /// Whether draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Whether a drain has finished (idle, or past its deadline).
+    pub fn drain_complete(&self, now: Instant) -> bool {
+        self.is_draining()
+            && (self.in_flight() == 0 || self.drain_deadline.lock().is_some_and(|d| now >= d))
+    }
+
+    /// Takes the endpoint out of rotation until `until` (outlier ejection).
+    pub fn eject_until(&self, until: Instant) {
+        *self.ejected_until.lock() = Some(until);
+        self.readiness.wake();
+    }
+
+    /// When an ejection ends, if ejected now.
+    pub fn ejected_until(&self, now: Instant) -> Option<Instant> {
+        let mut g = self.ejected_until.lock();
+        match *g {
+            Some(t) if t > now => Some(t),
+            Some(_) => {
+                *g = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Lifts an ejection (e.g. once health probes pass).
+    pub fn clear_ejection(&self) {
+        if self.ejected_until.lock().take().is_some() {
+            self.readiness.wake();
+        }
+    }
+
+    /// Attaches a telemetry source (engine metrics and GPU readings).
+    pub fn set_telemetry(&self, cell: llmgate_telemetry::TelemetryCell) {
+        *self.telemetry.lock() = Some(cell);
+    }
+
+    /// Whether the endpoint may take a new request now, and if not why.
+    pub fn admission(&self, now: Instant) -> Admission {
+        if self.is_draining() {
+            return Admission::Draining;
+        }
+        if self.health() == Health::Unhealthy {
+            return Admission::Unhealthy;
+        }
+        if let Some(t) = self.ejected_until(now) {
+            return Admission::Ejected(t);
+        }
+        if self.in_flight() >= self.spec.max_concurrent {
+            return Admission::Full;
+        }
+        Admission::Open
+    }
+
+    pub(crate) fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A request ended (stream finished or failed).
+    pub(crate) fn end(&self, ok: bool, now: Instant) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if ok {
+            self.served.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        {
+            let mut s = self.stats.lock();
+            // Per-request EWMA: about the error fraction of the last ten requests.
+            s.error_rate = s.error_rate * 0.9 + if ok { 0.0 } else { 0.1 };
+            s.last_progress = now;
+        }
+        self.readiness.wake();
+    }
+
+    pub(crate) fn observe_ttft(&self, d: Duration, now: Instant) {
+        let mut s = self.stats.lock();
+        s.ttft.observe(d.as_secs_f64(), now);
+        s.last_progress = now;
+    }
+
+    pub(crate) fn observe_latency(&self, d: Duration, now: Instant) {
+        let mut s = self.stats.lock();
+        s.latency.observe(d.as_secs_f64(), now);
+        s.last_progress = now;
+    }
+
+    pub(crate) fn progress(&self, now: Instant) {
+        self.stats.lock().last_progress = now;
+    }
+
+    /// Last time an in-flight request of this endpoint made progress.
+    pub fn last_progress(&self) -> Instant {
+        self.stats.lock().last_progress
+    }
+
+    /// A point-in-time view of the load, trusting telemetry only while it is
+    /// younger than `staleness`.
+    pub fn load_view(&self, staleness: Duration) -> LoadView {
+        let (latency, ttft, error_rate) = {
+            let s = self.stats.lock();
+            (s.latency.value_s, s.ttft.value_s, s.error_rate)
+        };
+        let snapshot = self
+            .telemetry
+            .lock()
+            .as_ref()
+            .and_then(|cell| cell.fresh(staleness));
+        let (engine, gpu) = match snapshot {
+            Some(snap) => (
+                snap.engine.as_ref().map(|e| crate::load::EngineView {
+                    running: e.running,
+                    waiting: e.waiting,
+                    kv_cache_usage: e.kv_cache_usage,
+                }),
+                snap.gpu_summary(),
+            ),
+            None => (None, None),
+        };
+        LoadView {
+            in_flight: self.in_flight(),
+            max_concurrent: self.spec.max_concurrent,
+            weight: self.spec.weight,
+            latency_s: latency,
+            ttft_s: ttft,
+            error_rate,
+            engine,
+            gpu,
+        }
+    }
+}
+
+/// Whether an endpoint admits a new request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Yes.
+    Open,
+    /// At its concurrency cap.
+    Full,
+    /// Failed active health checks.
+    Unhealthy,
+    /// Draining.
+    Draining,
+    /// Ejected as an outlier until then.
+    Ejected(Instant),
+}

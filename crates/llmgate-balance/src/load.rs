@@ -1,0 +1,128 @@
+//! [`EndpointLoad`]: the `tower::load::Load` metric of an endpoint, and the
+//! [`LoadView`] strategies decide on.
+
+/// What the replica's engine reports about itself (fresh telemetry only).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EngineView {
+    /// Requests the engine is running.
+    pub running: f64,
+    /// Requests waiting in the engine's own queue.
+    pub waiting: f64,
+    /// KV-cache usage, 0–1.
+    pub kv_cache_usage: f64,
+}
+
+pub use llmgate_telemetry::GpuSummary;
+
+/// A 0–1 score of how loaded a replica's GPUs are (higher is busier): the
+/// busiest GPU's utilization, the fullest one's memory, the hottest one's
+/// temperature (a replica spanning several GPUs is as constrained as its
+/// worst one).
+pub fn gpu_score(g: &GpuSummary) -> f64 {
+    let util = (g.max_utilization_pct / 100.0).clamp(0.0, 1.0);
+    let temp = ((g.max_temperature_c - 40.0) / 50.0).clamp(0.0, 1.0);
+    0.5 * util + 0.35 * g.max_memory_fraction.clamp(0.0, 1.0) + 0.15 * temp
+}
+
+/// A point-in-time view of one endpoint's load.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadView {
+    /// Requests in flight from this balancer.
+    pub in_flight: usize,
+    /// Concurrency cap.
+    pub max_concurrent: usize,
+    /// Configured weight.
+    pub weight: u32,
+    /// Peak-EWMA end-to-end latency, seconds (0 before the first answer).
+    pub latency_s: f64,
+    /// Peak-EWMA time to first byte, seconds (0 before the first answer).
+    pub ttft_s: f64,
+    /// Recent error fraction, 0–1.
+    pub error_rate: f64,
+    /// Engine telemetry, when fresh.
+    pub engine: Option<EngineView>,
+    /// GPU telemetry, when fresh.
+    pub gpu: Option<GpuSummary>,
+}
+
+/// Time to first token assumed for an endpoint that has not answered yet.
+const DEFAULT_TTFT_S: f64 = 0.05;
+
+impl LoadView {
+    /// Queue depth as the seed design scores it: requests the replica is
+    /// working on or holding. With fresh engine telemetry, the larger of what
+    /// the engine reports and what this balancer has in flight (other
+    /// gateways may share the replica); without, in-flight only.
+    pub fn queue_depth(&self) -> f64 {
+        match self.engine {
+            Some(e) => (e.running + e.waiting).max(self.in_flight as f64),
+            None => self.in_flight as f64,
+        }
+    }
+
+    /// The seed's least-loaded score: 0.7 × in-flight + 0.3 × engine queue.
+    pub fn least_loaded_score(&self) -> f64 {
+        let waiting = self.engine.map(|e| e.waiting).unwrap_or(0.0);
+        0.7 * self.in_flight as f64 + 0.3 * waiting
+    }
+
+    /// The [`EndpointLoad`] cost: expected wait for a new request, in
+    /// seconds-like units. `(queue + 1) × ttft`, inflated by KV-cache
+    /// pressure (a nearly full cache means preemptions) and recent errors,
+    /// divided by weight.
+    pub fn cost(&self) -> f64 {
+        let ttft = if self.ttft_s > 0.0 {
+            self.ttft_s
+        } else {
+            DEFAULT_TTFT_S
+        };
+        let kv = self.engine.map(|e| e.kv_cache_usage).unwrap_or(0.0);
+        let kv_penalty = if kv > 0.9 {
+            1.0 + (kv - 0.9) * 20.0
+        } else {
+            1.0
+        };
+        let err_penalty = 1.0 + 4.0 * self.error_rate;
+        (self.queue_depth() + 1.0) * ttft * kv_penalty * err_penalty / f64::from(self.weight.max(1))
+    }
+}
+
+/// The `Load` metric of a balanced endpoint: its [`LoadView::cost`].
+/// Ordered by cost; NaN never occurs (all inputs are finite).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct EndpointLoad(pub f64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(in_flight: usize) -> LoadView {
+        LoadView {
+            in_flight,
+            max_concurrent: 100,
+            weight: 1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn cost_grows_with_queue_kv_errors_and_falls_with_weight() {
+        assert!(view(4).cost() > view(1).cost());
+        let mut engine = view(1);
+        engine.engine = Some(EngineView {
+            running: 10.0,
+            waiting: 5.0,
+            kv_cache_usage: 0.2,
+        });
+        assert!(engine.cost() > view(1).cost(), "engine queue counts");
+        let mut full_kv = engine.clone();
+        full_kv.engine.as_mut().unwrap().kv_cache_usage = 0.99;
+        assert!(full_kv.cost() > engine.cost());
+        let mut erring = view(1);
+        erring.error_rate = 0.5;
+        assert!(erring.cost() > view(1).cost());
+        let mut heavy = view(4);
+        heavy.weight = 4;
+        assert!(heavy.cost() < view(4).cost());
+    }
+}

@@ -1,0 +1,244 @@
+//! Load-blind and simple load-aware strategies.
+
+use std::collections::HashMap;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::{argmin_by, Candidate, Strategy};
+use llmgate_core::RequestMeta;
+
+/// Each endpoint in turn, in id order, whatever the set of ready endpoints
+/// is at the moment.
+#[derive(Debug, Default)]
+pub struct RoundRobin {
+    last: Option<String>,
+}
+
+impl Strategy for RoundRobin {
+    fn name(&self) -> &'static str {
+        "round_robin"
+    }
+
+    fn pick(&mut self, _meta: Option<&RequestMeta>, c: &[Candidate<'_>]) -> usize {
+        // The next id after the last one picked, wrapping to the smallest:
+        // stays fair while endpoints come and go.
+        let mut next: Option<usize> = None;
+        let mut first = 0;
+        for (i, cand) in c.iter().enumerate() {
+            if cand.id < c[first].id {
+                first = i;
+            }
+            let after_last = self.last.as_deref().is_none_or(|l| cand.id > l);
+            if after_last && next.is_none_or(|n| cand.id < c[n].id) {
+                next = Some(i);
+            }
+        }
+        let i = next.unwrap_or(first);
+        self.last = Some(c[i].id.to_string());
+        i
+    }
+}
+
+/// Smooth weighted round robin (nginx's): over a cycle each endpoint gets
+/// picks in proportion to its weight, interleaved rather than in bursts.
+#[derive(Debug, Default)]
+pub struct WeightedRoundRobin {
+    current: HashMap<String, i64>,
+}
+
+impl Strategy for WeightedRoundRobin {
+    fn name(&self) -> &'static str {
+        "weighted_round_robin"
+    }
+
+    fn pick(&mut self, _meta: Option<&RequestMeta>, c: &[Candidate<'_>]) -> usize {
+        let mut total = 0i64;
+        let mut best = 0usize;
+        let mut best_cw = i64::MIN;
+        for (i, cand) in c.iter().enumerate() {
+            let w = i64::from(cand.load.weight.max(1));
+            total += w;
+            let cw = self.current.entry(cand.id.to_string()).or_insert(0);
+            *cw += w;
+            if *cw > best_cw {
+                best_cw = *cw;
+                best = i;
+            }
+        }
+        if let Some(cw) = self.current.get_mut(c[best].id) {
+            *cw -= total;
+        }
+        best
+    }
+
+    fn removed(&mut self, id: &str) {
+        self.current.remove(id);
+    }
+}
+
+/// Fewest requests in flight from this balancer; ties rotate.
+#[derive(Debug, Default)]
+pub struct LeastConnections {
+    tie: usize,
+}
+
+impl Strategy for LeastConnections {
+    fn name(&self) -> &'static str {
+        "least_connections"
+    }
+
+    fn pick(&mut self, _meta: Option<&RequestMeta>, c: &[Candidate<'_>]) -> usize {
+        self.tie = self.tie.wrapping_add(1);
+        let start = self.tie % c.len();
+        let mut best = start;
+        for k in 0..c.len() {
+            let i = (start + k) % c.len();
+            if c[i].load.in_flight < c[best].load.in_flight {
+                best = i;
+            }
+        }
+        best
+    }
+}
+
+/// The seed design's score: lowest `0.7 × in-flight + 0.3 × engine queue`.
+#[derive(Debug, Default)]
+pub struct LeastLoaded;
+
+impl Strategy for LeastLoaded {
+    fn name(&self) -> &'static str {
+        "least_loaded"
+    }
+
+    fn pick(&mut self, _meta: Option<&RequestMeta>, c: &[Candidate<'_>]) -> usize {
+        argmin_by(c, |x| x.load.least_loaded_score())
+    }
+}
+
+/// Power of two choices over [`EndpointLoad`](crate::EndpointLoad): two
+/// endpoints at random, the cheaper one wins. Near least-loaded quality at
+/// O(1) cost and without herding onto one endpoint between load updates.
+#[derive(Debug)]
+pub struct PowerOfTwoChoices {
+    rng: SmallRng,
+}
+
+impl PowerOfTwoChoices {
+    /// With a seeded generator (deterministic in tests).
+    pub fn seeded(seed: u64) -> Self {
+        PowerOfTwoChoices {
+            rng: SmallRng::seed_from_u64(seed),
+        }
+    }
+}
+
+impl Strategy for PowerOfTwoChoices {
+    fn name(&self) -> &'static str {
+        "p2c"
+    }
+
+    fn pick(&mut self, _meta: Option<&RequestMeta>, c: &[Candidate<'_>]) -> usize {
+        p2c(&mut self.rng, c)
+    }
+}
+
+/// Two distinct random candidates, the one with the lower cost.
+pub(crate) fn p2c(rng: &mut SmallRng, c: &[Candidate<'_>]) -> usize {
+    match c.len() {
+        0 | 1 => 0,
+        n => {
+            let a = rng.random_range(0..n);
+            let mut b = rng.random_range(0..n - 1);
+            if b >= a {
+                b += 1;
+            }
+            if c[b].load.cost() < c[a].load.cost() {
+                b
+            } else {
+                a
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::*;
+
+    #[test]
+    fn round_robin_cycles_in_id_order_and_survives_set_changes() {
+        let ids = ids(3);
+        let v = views(&[0, 0, 0]);
+        let c = cands(&ids, &v);
+        let mut rr = RoundRobin::default();
+        let picks: Vec<_> = (0..6).map(|_| c[rr.pick(None, &c)].id).collect();
+        assert_eq!(picks, ["r0", "r1", "r2", "r0", "r1", "r2"]);
+        // r1 drops out: r0 -> r2 -> r0
+        let c2 = vec![c[0], c[2]];
+        let picks: Vec<_> = (0..3).map(|_| c2[rr.pick(None, &c2)].id).collect();
+        assert_eq!(picks, ["r0", "r2", "r0"]);
+    }
+
+    #[test]
+    fn weighted_round_robin_is_proportional_and_smooth() {
+        let ids = ids(3);
+        let mut v = views(&[0, 0, 0]);
+        v[0].weight = 5;
+        v[1].weight = 1;
+        v[2].weight = 1;
+        let c = cands(&ids, &v);
+        let mut wrr = WeightedRoundRobin::default();
+        let picks: Vec<_> = (0..7).map(|_| c[wrr.pick(None, &c)].id).collect();
+        // nginx's documented sequence for weights 5,1,1.
+        assert_eq!(picks, ["r0", "r0", "r1", "r0", "r2", "r0", "r0"]);
+        let mut counts = [0; 3];
+        for _ in 0..700 {
+            counts[wrr.pick(None, &c)] += 1;
+        }
+        assert_eq!(counts, [500, 100, 100]);
+    }
+
+    #[test]
+    fn least_connections_and_least_loaded_take_the_minimum() {
+        let ids = ids(3);
+        let v = views(&[5, 2, 7]);
+        let c = cands(&ids, &v);
+        assert_eq!(LeastConnections::default().pick(None, &c), 1);
+        let mut v2 = views(&[2, 2, 3]);
+        v2[0].engine = Some(crate::load::EngineView {
+            running: 0.0,
+            waiting: 10.0,
+            kv_cache_usage: 0.0,
+        });
+        let c2 = cands(&ids, &v2);
+        // r0: 1.4 + 3 = 4.4, r1: 1.4, r2: 2.1
+        assert_eq!(LeastLoaded.pick(None, &c2), 1);
+    }
+
+    #[test]
+    fn p2c_never_picks_the_worst_of_two_and_is_seeded() {
+        let ids2 = ids(2);
+        let v = views(&[0, 50]);
+        let c = cands(&ids2, &v);
+        let mut p = PowerOfTwoChoices::seeded(7);
+        for _ in 0..100 {
+            assert_eq!(p.pick(None, &c), 0);
+        }
+        let ids = ids(8);
+        let v = views(&[3, 1, 4, 1, 5, 9, 2, 6]);
+        let c = cands(&ids, &v);
+        let a: Vec<_> = {
+            let mut p = PowerOfTwoChoices::seeded(42);
+            (0..50).map(|_| p.pick(None, &c)).collect()
+        };
+        let b: Vec<_> = {
+            let mut p = PowerOfTwoChoices::seeded(42);
+            (0..50).map(|_| p.pick(None, &c)).collect()
+        };
+        assert_eq!(a, b, "same seed, same picks");
+        // The most loaded endpoint (index 5) can never win a pair.
+        assert!(!a.contains(&5));
+    }
+}
