@@ -1,0 +1,243 @@
+//! One attempt at one replica: the pooled HTTP client, URI rewriting and the
+//! per-attempt timeouts that keep a hung replica from holding requests.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body::{Body, Frame};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::time::{Instant, Sleep};
+use tower::{BoxError, Service};
+
+use llmgate_core::{BufferedBody, RequestMeta};
+
+use crate::error::{AttemptTimeout, UpstreamError};
+
+/// The response body every endpoint returns: boxed once, at the edge.
+pub type BoxBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The one pooled client shared by the whole fleet (keep-alive, HTTP/1.1;
+/// set `h2c` to speak HTTP/2 with prior knowledge).
+pub type HttpClient = Client<HttpConnector, BufferedBody>;
+
+/// A pooled client for replicas.
+pub fn http_client(h2c: bool) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(5)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .http2_only(h2c)
+        .build(connector)
+}
+
+/// Per-attempt time limits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AttemptTimeouts {
+    /// Streamed requests: from sending to the first body chunk.
+    pub first_chunk: Duration,
+    /// Any request: longest silence between two body chunks.
+    pub idle: Duration,
+    /// Non-streamed requests: the deadline is `base + per_token × max_tokens`.
+    pub base: Duration,
+    /// See `base`.
+    pub per_token: Duration,
+    /// `max_tokens` assumed when a request names none.
+    pub default_max_tokens: u32,
+}
+
+impl Default for AttemptTimeouts {
+    fn default() -> Self {
+        AttemptTimeouts {
+            first_chunk: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+            base: Duration::from_secs(60),
+            per_token: Duration::from_millis(50),
+            default_max_tokens: 256,
+        }
+    }
+}
+
+impl AttemptTimeouts {
+    /// Time allowed until the first body chunk for a request.
+    pub fn first_byte_limit(&self, meta: Option<&RequestMeta>) -> Duration {
+        match meta {
+            Some(m) if m.stream => self.first_chunk,
+            Some(m) => self.base + self.per_token * m.max_tokens.unwrap_or(self.default_max_tokens),
+            None => self.base,
+        }
+    }
+}
+
+/// Sends requests to one replica; answers once the first body chunk is in,
+/// so that a replica that stalls before producing anything fails the attempt
+/// while it can still be retried elsewhere.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    client: HttpClient,
+    base: Uri,
+    timeouts: AttemptTimeouts,
+}
+
+impl Attempt {
+    /// An attempt service for the replica at `base` (`http://host:port`).
+    pub fn new(
+        client: HttpClient,
+        base: &str,
+        timeouts: AttemptTimeouts,
+    ) -> Result<Self, BoxError> {
+        let base: Uri = base.parse()?;
+        Ok(Attempt {
+            client,
+            base,
+            timeouts,
+        })
+    }
+
+    fn target(&self, uri: &Uri) -> Result<Uri, http::Error> {
+        let prefix = self.base.path().trim_end_matches('/');
+        let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        Uri::builder()
+            .scheme(self.base.scheme_str().unwrap_or("http"))
+            .authority(self.base.authority().map(|a| a.as_str()).unwrap_or(""))
+            .path_and_query(format!("{prefix}{pq}"))
+            .build()
+    }
+}
+
+impl Service<Request<BufferedBody>> for Attempt {
+    type Response = Response<BoxBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // The pooled client is always ready; the endpoint's cap sits above.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<BufferedBody>) -> Self::Future {
+        let limit = self
+            .timeouts
+            .first_byte_limit(req.extensions().get::<RequestMeta>());
+        let idle = self.timeouts.idle;
+        let client = self.client.clone();
+        let target = self.target(req.uri());
+        Box::pin(async move {
+            *req.uri_mut() = target?;
+            req.headers_mut().remove(http::header::HOST);
+            let deadline = Instant::now() + limit;
+            let res = match tokio::time::timeout_at(deadline, client.request(req)).await {
+                Err(_) => {
+                    return Err(AttemptTimeout {
+                        what: "send response headers",
+                        timeout: limit,
+                    }
+                    .into())
+                }
+                Ok(Err(e)) => return Err(UpstreamError(e.into()).into()),
+                Ok(Ok(res)) => res,
+            };
+            let (parts, mut body) = res.into_parts();
+            // Wait for the first chunk of a successful answer (error answers
+            // pass through as they are).
+            let first = if parts.status.is_success() {
+                match tokio::time::timeout_at(deadline, body.frame()).await {
+                    Err(_) => {
+                        return Err(AttemptTimeout {
+                            what: "send the first chunk",
+                            timeout: limit,
+                        }
+                        .into())
+                    }
+                    Ok(Some(Err(e))) => return Err(UpstreamError(e.into()).into()),
+                    Ok(Some(Ok(frame))) => Some(frame),
+                    Ok(None) => None,
+                }
+            } else {
+                None
+            };
+            let ended = first.is_some() && body.is_end_stream();
+            let timed = TimedBody {
+                first,
+                inner: body,
+                idle,
+                sleep: Box::pin(tokio::time::sleep(idle)),
+                ended,
+            };
+            Ok(Response::from_parts(parts, timed.boxed_unsync()))
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A body with its first frame already read, that fails when the replica
+    /// goes silent for longer than the idle timeout.
+    struct TimedBody<B> {
+        first: Option<Frame<Bytes>>,
+        #[pin]
+        inner: B,
+        idle: Duration,
+        sleep: Pin<Box<Sleep>>,
+        ended: bool,
+    }
+}
+
+impl<B> Body for TimedBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        if let Some(f) = this.first.take() {
+            let deadline = Instant::now() + *this.idle;
+            this.sleep.as_mut().reset(deadline);
+            return Poll::Ready(Some(Ok(f)));
+        }
+        if *this.ended {
+            return Poll::Ready(None);
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => {
+                let deadline = Instant::now() + *this.idle;
+                this.sleep.as_mut().reset(deadline);
+                Poll::Ready(Some(Ok(f)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(UpstreamError(e.into()).into()))),
+            Poll::Ready(None) => {
+                *this.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => match this.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    *this.ended = true;
+                    Poll::Ready(Some(Err(AttemptTimeout {
+                        what: "send the next chunk",
+                        timeout: *this.idle,
+                    }
+                    .into())))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && (self.ended || self.inner.is_end_stream())
+    }
+}

@@ -1,0 +1,222 @@
+//! [`Endpoint`]: the balanced service of one replica. Gates admission (health,
+//! drain, ejection, concurrency cap), reports [`EndpointLoad`], and tracks each
+//! request until its body ends.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use tokio::time::{Instant, Sleep};
+use tower::load::Load;
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, Service};
+
+use llmgate_core::{BufferedBody, EndpointError, ServedBy};
+
+use crate::attempt::BoxBody;
+use crate::balance::HasEndpointState;
+use crate::endpoint::{Admission, EndpointState};
+use crate::load::EndpointLoad;
+
+/// The type-erased stack below [`Endpoint`] (breaker, attempt, client).
+pub type InnerService = BoxCloneSyncService<Request<BufferedBody>, Response<BoxBody>, BoxError>;
+
+/// One replica as the balancer sees it.
+pub struct Endpoint {
+    state: Arc<EndpointState>,
+    inner: InnerService,
+    staleness: Duration,
+    ejection_timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("id", self.state.id())
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// Wraps `inner` (the stack that talks to the replica) for `state`.
+    pub fn new(state: Arc<EndpointState>, inner: InnerService, staleness: Duration) -> Self {
+        Endpoint {
+            state,
+            inner,
+            staleness,
+            ejection_timer: None,
+        }
+    }
+}
+
+impl HasEndpointState for Endpoint {
+    fn endpoint_state(&self) -> &Arc<EndpointState> {
+        &self.state
+    }
+}
+
+impl Load for Endpoint {
+    type Metric = EndpointLoad;
+    fn load(&self) -> EndpointLoad {
+        EndpointLoad(self.state.load_view(self.staleness).cost())
+    }
+}
+
+impl Service<Request<BufferedBody>> for Endpoint {
+    type Response = Response<BoxBody>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        loop {
+            match self.state.admission(Instant::now()) {
+                Admission::Open => {
+                    self.ejection_timer = None;
+                    // Never an error for a transient reason: ReadyCache would
+                    // drop the endpoint for good.
+                    return match self.inner.poll_ready(cx) {
+                        Poll::Ready(Err(e)) => {
+                            tracing::warn!(endpoint = %self.state.id(), error = %e, "endpoint stack not ready");
+                            Poll::Pending
+                        }
+                        other => other,
+                    };
+                }
+                Admission::Ejected(until) => {
+                    self.state.readiness.register(cx.waker());
+                    let timer = self
+                        .ejection_timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+                    timer.as_mut().reset(until);
+                    if timer.as_mut().poll(cx).is_ready() {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+                Admission::Full | Admission::Unhealthy | Admission::Draining => {
+                    self.state.readiness.register(cx.waker());
+                    // A change between the check and the registration would
+                    // be missed: check once more.
+                    if self.state.admission(Instant::now()) == Admission::Open {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn call(&mut self, req: Request<BufferedBody>) -> Self::Future {
+        let state = self.state.clone();
+        state.begin();
+        let guard = InFlight {
+            state: Some(state.clone()),
+            start: Instant::now(),
+        };
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            match fut.await {
+                Ok(res) => {
+                    let now = Instant::now();
+                    state.observe_ttft(now - guard.start, now);
+                    let ok = !res.status().is_server_error();
+                    let (mut parts, body) = res.into_parts();
+                    parts.extensions.insert(ServedBy(state.id().clone()));
+                    let tracked = TrackedBody {
+                        inner: body,
+                        guard,
+                        ok,
+                    };
+                    Ok(Response::from_parts(parts, tracked.boxed_unsync()))
+                }
+                Err(e) => {
+                    guard.finish(false);
+                    Err(EndpointError::new(state.id().clone(), e).into())
+                }
+            }
+        })
+    }
+}
+
+/// Counts a request in flight until dropped or finished.
+struct InFlight {
+    state: Option<Arc<EndpointState>>,
+    start: Instant,
+}
+
+impl InFlight {
+    fn finish(mut self, ok: bool) {
+        if let Some(s) = self.state.take() {
+            let now = Instant::now();
+            if ok {
+                s.observe_latency(now - self.start, now);
+            }
+            s.end(ok, now);
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // Dropped before the end: the client went away. Not the replica's
+        // fault, so not an error.
+        if let Some(s) = self.state.take() {
+            s.end(true, Instant::now());
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct TrackedBody {
+        #[pin]
+        inner: BoxBody,
+        guard: InFlight,
+        ok: bool,
+    }
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let r = this.inner.poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => {
+                if let Some(s) = this.guard.state.take() {
+                    let now = Instant::now();
+                    if *this.ok {
+                        s.observe_latency(now - this.guard.start, now);
+                    }
+                    s.end(*this.ok, now);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(s) = this.guard.state.take() {
+                    s.end(false, Instant::now());
+                }
+            }
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some(s) = this.guard.state.as_ref() {
+                    s.progress(Instant::now());
+                }
+            }
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+}
