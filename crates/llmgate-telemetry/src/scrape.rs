@@ -381,6 +381,15 @@ impl Scraper {
     }
 }
 
+/// A stable offset in `[0, period)` derived from the target's name.
+fn phase(name: &str, period: Duration) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    let nanos = period.as_nanos().max(1);
+    Duration::from_nanos((u128::from(h.finish()) % nanos) as u64)
+}
+
 fn parse_uri(url: &str) -> Result<Uri, ScrapeError> {
     match url.parse::<Uri>() {
         Ok(u) if u.scheme().is_some() && u.authority().is_some() => Ok(u),
@@ -453,10 +462,16 @@ where
             tracing::warn!(target_name = %target.name, kind = kind.as_str(), error = %e, "telemetry scrape target disabled");
         }
     }
-    let mut ticker = tokio::time::interval(target.interval.max(Duration::from_millis(1)));
+    // First scrape at once; later ones on a per-target phase, so a fleet
+    // started together does not scrape in lock-step.
+    let period = target.interval.max(Duration::from_millis(1));
+    let mut ticker = tokio::time::interval_at(Instant::now() + phase(&target.name, period), period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut first = true;
     loop {
-        ticker.tick().await;
+        if !std::mem::take(&mut first) {
+            ticker.tick().await;
+        }
         let engine = async {
             match &metrics_uri {
                 Some(Ok(uri)) => {
@@ -558,6 +573,17 @@ mod tests {
         let snap = cell.fresh(DEFAULT_MAX_AGE).unwrap();
         assert!(snap.gpus.is_empty() && snap.engine.is_none());
         assert!(cell.gpu_summary(DEFAULT_MAX_AGE).is_none());
+    }
+
+    #[test]
+    fn phases_are_stable_and_within_the_period() {
+        let p = Duration::from_secs(1);
+        assert_eq!(phase("a", p), phase("a", p));
+        let distinct: std::collections::HashSet<_> =
+            (0..50).map(|i| phase(&format!("r{i}"), p)).collect();
+        assert!(distinct.len() > 40);
+        assert!(distinct.iter().all(|d| *d < p));
+        assert_eq!(phase("x", Duration::ZERO), Duration::ZERO);
     }
 
     #[test]
