@@ -70,15 +70,13 @@ impl RateLimitState {
                 [&LIMIT_TOKENS, &REMAINING_TOKENS, &RESET_TOKENS],
             ),
         ];
+        headers.reserve(3 * (self.requests.is_some() as usize + self.tokens.is_some() as usize));
         for (state, [limit, remaining, reset]) in sets {
             if let Some(s) = state {
                 headers.insert(limit.clone(), HeaderValue::from(s.limit));
                 headers.insert(remaining.clone(), HeaderValue::from(s.remaining));
-                let text = format_reset(s.reset);
-                headers.insert(
-                    reset.clone(),
-                    HeaderValue::from_str(&text).expect("ASCII duration"),
-                );
+                let text = HeaderValue::try_from(format_reset(s.reset)).expect("ASCII duration");
+                headers.insert(reset.clone(), text);
             }
         }
     }
