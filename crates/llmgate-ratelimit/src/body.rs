@@ -14,8 +14,10 @@
 //!   once, at `[DONE]` or at the end of the stream.
 //! * Anything else is passed through without looking at it.
 //!
-//! A stream that ends early (the client went away) settles with the usage it
-//! saw, if any; otherwise the estimate stays charged.
+//! A body that ends early (the client went away) settles with the usage it
+//! saw, if any; otherwise the estimate stays charged. Settlement happens at
+//! the last frame when the inner body reports `is_end_stream`, at the final
+//! `None`, or on drop, whichever comes first (once).
 
 use std::fmt;
 use std::hash::Hash;
@@ -224,13 +226,9 @@ impl<K: Hash + Eq + Clone> Scanner<K> {
         };
         let actual = match &mut self.scan {
             Scan::Off => None,
-            Scan::Json { buf, overflow, .. } => {
-                if complete && !*overflow {
-                    usage_in_json(buf)
-                } else {
-                    None
-                }
-            }
+            // A cut-off body rarely parses, but a complete `usage` object
+            // seen before the cut is still the truth.
+            Scan::Json { buf, overflow, .. } => (!*overflow).then(|| usage_in_json(buf)).flatten(),
             Scan::Sse {
                 line,
                 line_overflow,
@@ -338,8 +336,8 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -350,6 +348,11 @@ where
                             this.scanner.feed(s);
                         }
                     }
+                }
+                // hyper stops polling once a body says it has ended, so the
+                // final `None` may never come: settle on the last frame.
+                if this.inner.is_end_stream() {
+                    this.scanner.finish(true);
                 }
             }
             Poll::Ready(None) => this.scanner.finish(true),

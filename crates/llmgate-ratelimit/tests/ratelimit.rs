@@ -479,6 +479,40 @@ async fn non_streamed_usage_charges_the_excess() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn settles_on_the_last_frame_of_a_sized_body() {
+    // hyper stops at `is_end_stream`, never polling the final `None`.
+    let layer = RateLimitLayer::builder()
+        .tokens(Limit::per_minute(10_000))
+        .build();
+    let mut svc = layer.layer(service_fn(|_req: Request<()>| async {
+        let res = Response::builder()
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(Bytes::from(JSON_SMALL.concat())))?;
+        Ok::<_, BoxError>(res)
+    }));
+    let res = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(request("a", 100, Some(1_900)))
+        .await
+        .unwrap();
+    let mut body = res.into_body();
+    body.frame().await.unwrap().unwrap();
+    assert!(body.is_end_stream());
+    assert_eq!(
+        layer.limiter().state(&key("a")).tokens.unwrap().remaining,
+        9_850
+    );
+    drop(body);
+    // Settled once only.
+    assert_eq!(
+        layer.limiter().state(&key("a")).tokens.unwrap().remaining,
+        9_850
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn oversized_json_is_not_settled() {
     let layer = RateLimitLayer::builder()
         .tokens(Limit::per_minute(10_000))
