@@ -445,3 +445,14 @@ async fn randomized_no_lost_request() {
     // The schedule exercised every outcome.
     assert!(totals.iter().all(|t| *t > 0), "{totals:?}");
 }
+
+#[test]
+fn service_and_future_are_send_and_sync_enough_for_boxing() {
+    fn send_sync<T: Send + Sync + Clone + 'static>() {}
+    fn send<T: Send + 'static>() {}
+    send_sync::<PriorityQueue<Gate, Job>>();
+    send_sync::<PriorityQueueLayer<Job>>();
+    send::<<PriorityQueue<Gate, Job> as Service<Job>>::Future>();
+    send::<llmgate_queue::Worker<Gate, Job>>();
+    send_sync::<llmgate_queue::QueueHandle>();
+}
