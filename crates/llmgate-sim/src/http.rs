@@ -604,7 +604,7 @@ async fn health(State(sh): Sh) -> Response {
     let ok = {
         let mut fs = sh.faults.lock();
         fs.health_probes += 1;
-        let flap_down = fs.faults.flapping_health && fs.health_probes % 2 == 0;
+        let flap_down = fs.faults.flapping_health && fs.health_probes.is_multiple_of(2);
         let slow = fs
             .slow_until
             .is_some_and(|t| tokio::time::Instant::now() < t);
