@@ -20,4 +20,5 @@ pub use fleet::{
 };
 pub use llmgate_breaker::BreakerConfig;
 pub use load::{gpu_score, EndpointLoad, EngineView, GpuSummary, LoadView};
+pub use strategy::{GpuThresholds, StrategyKind};
 pub use tracked::{Endpoint, InnerService};

@@ -1,5 +1,19 @@
-//! The `llmgate` gateway: configuration, routes, admin API and metrics.
+//! The `llmgate` gateway: configuration, the layer stack and routes, the
+//! admin API, Prometheus metrics, graceful shutdown and the `bench` command.
+//!
+//! [`serve::start`] runs the gateway in process (tests, examples, `bench`);
+//! the `llmgate` binary wraps it with a CLI.
 #![warn(missing_docs, rust_2018_idioms)]
+
+pub mod admin;
+pub mod bench;
+pub mod config;
+pub mod errors;
+pub mod gateway;
+pub mod retry;
+pub mod serve;
+pub mod telemetry;
+pub mod tiers;
 
 pub mod defaults {
     //! Defaults the binary, the docs and the deployment files share.

@@ -1,0 +1,226 @@
+//! The request path: axum routes in front of the layer stack
+//! `MetaLayer → RateLimitLayer → PriorityQueueLayer → RetryLayer →
+//! GpuAwareBalance`, in the order of DESIGN.md.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use http::{HeaderMap, HeaderName, Request, StatusCode};
+use http_body_util::BodyExt;
+use llmgate_balance::Fleet;
+use llmgate_core::{BufferedBody, ClientKey, MetaLayer, PeerAddr, Priority, RequestMeta};
+use llmgate_queue::{PriorityQueueLayer, QueueHandle};
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, Layer, ServiceBuilder, ServiceExt};
+
+use crate::config::Config;
+use crate::errors::map_error;
+
+/// The gateway stack as one cloneable service.
+pub type GatewayService = BoxCloneSyncService<Request<Body>, Response, BoxError>;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The layer stack down to the replicas.
+    pub gateway: GatewayService,
+    /// The fleet (for `/ready`, `/v1/models`, admin).
+    pub fleet: Fleet,
+    /// The queue's handle, if the queue is on.
+    pub queue: Option<QueueHandle>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// Builds the layer stack over `fleet` as `config` says.
+pub fn build_stack(config: &Config, fleet: &Fleet) -> (GatewayService, Option<QueueHandle>) {
+    let balance = fleet.service();
+
+    let retry = crate::retry::retry_layer(config);
+
+    let queue_layer: Option<PriorityQueueLayer<Request<BufferedBody>>> =
+        config.queue.enabled.then(|| {
+            let mut b = PriorityQueueLayer::builder()
+                .capacity(config.queue.capacity)
+                .queue_timeout(Duration::from_secs(config.queue.deadline_secs));
+            if let Some(a) = config.queue.aging_secs {
+                b = b.aging(Duration::from_secs(a));
+            }
+            b.build()
+        });
+    let queue_handle = queue_layer.as_ref().map(|q| q.handle());
+
+    let ratelimit = config
+        .ratelimit
+        .enabled
+        .then(|| crate::tiers::rate_limit_layer(config));
+
+    // Each optional layer changes the response type, so the stack is boxed
+    // after each one (one allocation per layer per request).
+    type Stage = BoxCloneSyncService<Request<BufferedBody>, Response, BoxError>;
+    let mut stage: Stage = BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .map_response(|r: http::Response<llmgate_balance::BoxBody>| r.map(Body::new))
+            .service(balance),
+    );
+    if let Some(r) = retry {
+        stage = BoxCloneSyncService::new(r.layer(stage));
+    }
+    if let Some(q) = queue_layer {
+        stage = BoxCloneSyncService::new(q.layer(stage).map_err(Into::<BoxError>::into));
+    }
+    if let Some(rl) = ratelimit {
+        stage = BoxCloneSyncService::new(
+            rl.layer(stage)
+                .map_response(|r: http::Response<_>| r.map(Body::new))
+                .map_err(Into::<BoxError>::into),
+        );
+    }
+    let inner = stage;
+
+    let tiers = crate::tiers::TierTable::from_config(config);
+    let meta = MetaLayer::new()
+        .body_limit(config.server.max_body_bytes)
+        .default_timeout(Duration::from_secs(config.server.request_timeout_secs))
+        .default_priority(move |client: &ClientKey, _: &HeaderMap| tiers.priority_of(client));
+    let svc = meta.layer(inner);
+    (
+        BoxCloneSyncService::<Request<Body>, Response, BoxError>::new(svc),
+        queue_handle,
+    )
+}
+
+/// The main router: `/health`, `/ready`, `/v1/models`, and every other
+/// `/v1/` path proxied through the stack.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(crate::defaults::HEALTH_PATH, get(|| async { "ok" }))
+        .route(crate::defaults::READY_PATH, get(ready))
+        .route("/v1/models", get(models))
+        .fallback(proxy)
+        .with_state(Arc::new(state))
+}
+
+async fn ready(State(app): State<Arc<AppState>>) -> Response {
+    let n = app.fleet.healthy_count();
+    if n > 0 {
+        (StatusCode::OK, format!("ready: {n} healthy replica(s)")).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no healthy replica",
+        )
+            .into_response()
+    }
+}
+
+async fn models(State(app): State<Arc<AppState>>) -> Response {
+    let data: Vec<_> = app
+        .fleet
+        .models()
+        .into_iter()
+        .map(|id| serde_json::json!({"id": id, "object": "model", "owned_by": "llmgate"}))
+        .collect();
+    axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) are for one connection only.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in listed {
+        headers.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        headers.remove(n);
+    }
+}
+
+async fn proxy(State(app): State<Arc<AppState>>, mut req: Request<Body>) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned();
+    if !req.uri().path().starts_with("/v1/") {
+        let msg = NotFound(req.uri().path().to_string()).to_string();
+        let body = llmgate_core::error_body(&msg, "not_found_error", "not_found");
+        return (
+            StatusCode::NOT_FOUND,
+            [(http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
+    }
+    if let Some(ConnectInfo(addr)) = peer {
+        req.extensions_mut().insert(PeerAddr(addr));
+    }
+    strip_hop_by_hop(req.headers_mut());
+    let start = tokio::time::Instant::now();
+    let result = app.gateway.clone().oneshot(req).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    match result {
+        Ok(mut res) => {
+            strip_hop_by_hop(res.headers_mut());
+            let outcome = if res.status().is_success() {
+                "success"
+            } else {
+                "upstream_error"
+            };
+            let priority = res
+                .extensions()
+                .get::<RequestMeta>()
+                .map(|m| m.priority)
+                .unwrap_or(Priority::Normal);
+            metrics::counter!("llmgate_requests_total", "priority" => priority.as_str(), "outcome" => outcome).increment(1);
+            metrics::histogram!("llmgate_request_headers_seconds", "priority" => priority.as_str())
+                .record(elapsed);
+            res
+        }
+        Err(e) => {
+            let res = map_error(&e);
+            let outcome = match res.status().as_u16() {
+                429 => "rate_limited",
+                503 => "unavailable",
+                504 => "timeout",
+                400..=499 => "bad_request",
+                _ => "error",
+            };
+            metrics::counter!("llmgate_requests_total", "priority" => "unknown", "outcome" => outcome).increment(1);
+            res
+        }
+    }
+}
+
+/// A path outside the proxied API.
+#[derive(Debug, thiserror::Error)]
+#[error("no route for {0}: llmgate proxies /v1/ paths")]
+struct NotFound(String);
+
+/// Reads a whole body (admin API helper).
+pub async fn read_json<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, String> {
+    let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON: {e}"))
+}

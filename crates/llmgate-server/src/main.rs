@@ -1,0 +1,148 @@
+//! The `llmgate` binary: `serve` (the gateway), `agent` (a GPU node's NVML
+//! readings over HTTP) and `bench` (strategies compared on a simulated fleet).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use llmgate_server::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "llmgate",
+    version,
+    about = "GPU-aware load balancer for LLM inference"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the OpenAI-compatible gateway. With no replicas configured, in
+    /// front of an embedded simulated fleet.
+    Serve {
+        /// TOML config file (see examples/llmgate.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// API listen address (overrides server.listen).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Prometheus listen address (overrides server.metrics_listen).
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+        /// Admin API listen address (overrides server.admin_listen).
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
+    },
+    /// Serve this node's GPU readings (NVML) at /gpu and /metrics.
+    Agent {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:9400")]
+        listen: SocketAddr,
+    },
+    /// Compare routing strategies on a named workload over a simulated fleet.
+    Bench(llmgate_server::bench::BenchArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = rt.block_on(async move {
+        match cli.command {
+            Command::Serve {
+                config,
+                listen,
+                metrics_listen,
+                admin_listen,
+            } => serve(config, listen, metrics_listen, admin_listen).await,
+            Command::Agent { listen } => agent(listen).await,
+            Command::Bench(args) => llmgate_server::bench::run(args).await,
+        }
+    });
+    std::process::exit(code);
+}
+
+async fn serve(
+    path: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+) -> i32 {
+    let mut config = match Config::load(path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("llmgate: config error: {e}");
+            return 2;
+        }
+    };
+    if let Err(e) = config.apply_env(|k| std::env::var(k).ok()) {
+        eprintln!("llmgate: config error: {e}");
+        return 2;
+    }
+    if let Some(a) = listen {
+        config.server.listen = a;
+    }
+    if let Some(a) = metrics_listen {
+        config.server.metrics_listen = a;
+    }
+    if let Some(a) = admin_listen {
+        config.server.admin_listen = a;
+    }
+    if let Err(e) = config.validate() {
+        eprintln!("llmgate: config error: {e}");
+        return 2;
+    }
+    let simulated = config.replicas.is_empty();
+    let running = match llmgate_server::serve::start(config, true).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("llmgate: {e}");
+            return 1;
+        }
+    };
+    if simulated {
+        println!(
+            "llmgate: no replicas configured; serving in front of an embedded simulated fleet:"
+        );
+        if let Some(sim) = &running.sim {
+            for r in sim.replicas() {
+                println!("  {} at {}", r.id(), r.url());
+            }
+        }
+    }
+    println!(
+        "llmgate: serving on http://{} (metrics on {:?}, admin on http://{})",
+        running.addr, running.metrics_addr, running.admin_addr
+    );
+    println!("try:\n  curl -s http://{}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"llama-3-8b\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}],\"max_tokens\":32}}'", running.addr);
+    running.wait().await;
+    0
+}
+
+async fn agent(listen: SocketAddr) -> i32 {
+    let probe = llmgate_telemetry::NvmlProbe::new();
+    println!("llmgate agent: serving GPU readings on http://{listen}/gpu and /metrics");
+    match llmgate_telemetry::agent::serve(listen, probe, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("llmgate agent: {e}");
+            1
+        }
+    }
+}
