@@ -590,8 +590,8 @@ pub struct ReplicaConfig {
     /// Free-form labels (zone, gpu type, ...), shown by the admin API.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// Engine Prometheus endpoint (queue depth, KV cache). Unset: `url` + `/metrics`
-    /// is not assumed; no engine telemetry.
+    /// Engine Prometheus endpoint (queue depth, KV-cache usage), e.g.
+    /// `http://host:8000/metrics`. Unset: no engine telemetry for this replica.
     #[serde(default)]
     pub metrics_url: Option<String>,
     /// GPU telemetry endpoint (e.g. DCGM exporter). Unset: no GPU telemetry.
@@ -1244,12 +1244,24 @@ fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
                 message: toml_msg.to_owned(),
             };
         };
+        // toml's message quotes the offending line and value: keep secrets out.
+        let message = if is_secret_key(&key) {
+            let line = offset.map_or(0, |o| text[..o.min(text.len())].matches('\n').count() + 1);
+            format!("{key}: invalid value at line {line} (not shown: it may hold a secret)")
+        } else {
+            format!("{summary}\n{toml_msg}")
+        };
         ConfigError::Parse {
             path: path.map(Path::to_owned),
             key: Some(key),
-            message: format!("{summary}\n{toml_msg}"),
+            message,
         }
     })
+}
+
+/// Keys whose values must never be printed.
+fn is_secret_key(key: &str) -> bool {
+    key.ends_with("admin_token") || key.contains("api_keys")
 }
 
 fn join_key(table: Option<&str>, key: &str) -> String {
@@ -1884,6 +1896,14 @@ priority = 4
         for secret in ["sk-gold-1", "sk-batch", "s3cret-token"] {
             assert!(!json.contains(secret), "{secret} leaked: {json}");
         }
+        // A malformed key is reported without printing it.
+        let e = Config::from_toml_str("[[tiers]]\nname = \"a\"\napi_keys = \"sk-lonely\"\n")
+            .unwrap_err();
+        assert_eq!(e.key(), Some("tiers[0].api_keys"));
+        assert!(
+            !e.to_string().contains("sk-lonely") && e.to_string().contains("line 3"),
+            "{e}"
+        );
         // A key listed twice is reported without printing it.
         let e = invalid("[[tiers]]\nname = \"a\"\napi_keys = [\"dup-key\"]\n[[tiers]]\nname = \"b\"\napi_keys = [\"dup-key\"]\n");
         assert_eq!(e.key(), Some("tiers[1].api_keys[0]"));
