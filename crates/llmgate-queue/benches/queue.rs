@@ -1,7 +1,16 @@
 //! Enqueue + dequeue cost of the priority queue with 100,000 requests
 //! waiting, through the public API (service `call`, worker release).
 //!
-//! Run: `cargo bench -p llmgate-queue --bench queue`
+//! Run: `cargo bench -p llmgate-queue --bench queue -- --warm-up-time 1 --measurement-time 3`
+//!
+//! Figures measured on a shared, busy 2-core dev machine (medians; noisy):
+//! - `enqueue_release_at_100k` (one `call` + one worker release + awaiting
+//!   the released future, 100,000 waiting over 1,000 clients, includes a
+//!   runtime `block_on` and task switch): round robin 8.6 µs, FIFO 5.4 µs,
+//!   DRR 8.8 µs.
+//! - `enqueue_100k`: 158 ms per 100,000 `call`s (about 1.6 µs each).
+//! - `release_100k`: 222 ms to release and complete 100,000 (about 2.2 µs
+//!   each).
 
 use std::collections::HashMap;
 use std::future::{ready, Ready};
