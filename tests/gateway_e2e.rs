@@ -1,0 +1,185 @@
+//! End to end: the gateway in process in front of a simulated fleet.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use llmgate_server::config::Config;
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+async fn post(
+    c: &HttpClient,
+    url: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (u16, http::HeaderMap, Bytes) {
+    let mut b = http::Request::post(url).header("content-type", "application/json");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let res = c
+        .request(b.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, body)
+}
+
+fn test_config() -> Config {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
+    config.sim.speedup = 50.0;
+    config.health.interval_secs = 1;
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_stream_models_errors_and_admin() {
+    let running = llmgate_server::serve::start(test_config(), false)
+        .await
+        .unwrap();
+    let base = format!("http://{}", running.addr);
+    let c = client();
+
+    // Non-streamed chat.
+    let (status, headers, body) = post(
+        &c,
+        &format!("{base}/v1/chat/completions"),
+        r#"{"model":"llama-3-8b","messages":[{"role":"user","content":"Hello there"}],"max_tokens":8}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body:?}");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["usage"]["completion_tokens"], 8);
+    assert!(
+        headers.get("x-sim-replica").is_some(),
+        "upstream headers preserved"
+    );
+
+    // Streamed completion: SSE relayed, ends with [DONE].
+    let (status, _, body) = post(
+        &c,
+        &format!("{base}/v1/completions"),
+        r#"{"model":"llama-3-8b","prompt":"Once upon a time","max_tokens":5,"stream":true}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .collect();
+    assert_eq!(events.last().unwrap().trim(), "data: [DONE]");
+    assert_eq!(events.len(), 6, "five token chunks and [DONE]: {text}");
+    for e in &events[..5] {
+        let json = e.trim().strip_prefix("data: ").unwrap();
+        let _: serde_json::Value = serde_json::from_str(json).unwrap();
+    }
+
+    // /v1/models is the fleet's union.
+    let res = c
+        .get(format!("{base}/v1/models").parse().unwrap())
+        .await
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(v["data"][0]["id"], "llama-3-8b");
+
+    // Errors in OpenAI shape.
+    let (status, _, body) =
+        post(&c, &format!("{base}/v1/chat/completions"), "{bad json", &[]).await;
+    assert_eq!(status, 400);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "invalid_json");
+    let (status, _, body) = post(
+        &c,
+        &format!("{base}/v1/chat/completions"),
+        r#"{"model":"gpt-unknown","messages":[]}"#,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 404, "{body:?}");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "model_not_found");
+
+    // Admin: list, switch strategy, drain one replica.
+    let admin = format!("http://{}", running.admin_addr);
+    let res = c
+        .get(format!("{admin}/admin/replicas").parse().unwrap())
+        .await
+        .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(v["replicas"].as_array().unwrap().len(), 3);
+    let req = http::Request::put(format!("{admin}/admin/strategy"))
+        .body(Full::new(Bytes::from(r#"{"strategy":"round_robin"}"#)))
+        .unwrap();
+    assert_eq!(c.request(req).await.unwrap().status(), 200);
+    assert_eq!(running.fleet.strategy().as_str(), "round_robin");
+    let drained = v["replicas"][0]["id"].as_str().unwrap().to_string();
+    let req = http::Request::post(format!(
+        "{admin}/admin/replicas/{drained}/drain?within_secs=5"
+    ))
+    .body(Full::new(Bytes::new()))
+    .unwrap();
+    assert_eq!(c.request(req).await.unwrap().status(), 202);
+    // After the drain nothing new goes to the drained replica.
+    for _ in 0..12 {
+        let (status, headers, _) = post(
+            &c,
+            &format!("{base}/v1/completions"),
+            r#"{"model":"llama-3-8b","prompt":"x","max_tokens":2}"#,
+            &[],
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_ne!(headers["x-sim-replica"].to_str().unwrap(), drained);
+    }
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_replica_loses_no_request() {
+    let mut config = test_config();
+    config.health.unhealthy_threshold = 1;
+    let running = llmgate_server::serve::start(config, false).await.unwrap();
+    let base = format!("http://{}", running.addr);
+    let c = client();
+    let sim = running.sim.as_ref().unwrap();
+    sim.replicas()[1].kill();
+    let mut ok = 0;
+    for _ in 0..30 {
+        let (status, _, body) = post(
+            &c,
+            &format!("{base}/v1/completions"),
+            r#"{"model":"llama-3-8b","prompt":"x","max_tokens":2}"#,
+            &[],
+        )
+        .await;
+        // Every request gets an answer: success, or a clear error.
+        if status == 200 {
+            ok += 1;
+        } else {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert!(v["error"]["message"].is_string(), "{body:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        ok >= 25,
+        "{ok} of 30 succeeded with one of three replicas dead"
+    );
+    running.shutdown().await;
+}
