@@ -22,6 +22,25 @@
 //! [`ScrapeTarget::name`]; kind: `metrics` or `gpu`) and
 //! `llmgate_telemetry_scrape_duration_seconds{kind}`.
 //!
+//! # Design notes
+//!
+//! * **Own parser.** `prometheus-parse` drops every sample whose name holds a
+//!   colon (all of vLLM's and SGLang's); the one crate that parses them is
+//!   LGPL. [`prom`] is a few hundred lines with a seeded fuzz test.
+//! * **Per-part staleness.** An engine's `/metrics` and a node agent's `/gpu`
+//!   fail independently, so the cell stamps each part; a broken agent makes
+//!   only the GPU part stale. A failed scrape never overwrites a value; the
+//!   old one ages out.
+//! * **Hot-path reads.** [`TelemetryCell::engine`] and
+//!   [`TelemetryCell::gpu_summary`] copy small `Copy` values under a
+//!   `parking_lot` read lock held for nanoseconds; writers hold the write lock
+//!   only to swap in an already-parsed value. No I/O, no await.
+//! * **Blocking FFI off the runtime.** NVML calls run in `spawn_blocking`
+//!   ([`GpuSampler`], the agent's handlers).
+//! * **Fields an engine/GPU does not report** are 0 in [`EngineMetrics`] /
+//!   [`GpuReading`] (whose field names are fixed by the `/gpu` JSON the
+//!   simulator serves), and `None` for power.
+//!
 //! # Example
 //!
 //! A node agent serving a (fake) GPU, and a scraper reading it:

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -21,6 +22,8 @@ struct Latest {
 #[derive(Debug)]
 struct Inner {
     latest: Arc<RwLock<Latest>>,
+    /// Number of samples stored so far (lets [`GpuSampler::wait_first`] wait without polling).
+    samples: watch::Receiver<u64>,
     task: AbortHandle,
 }
 
@@ -61,6 +64,7 @@ impl GpuSampler {
         let probe: Arc<dyn GpuProbe> = Arc::new(probe);
         let latest = Arc::new(RwLock::new(Latest::default()));
         let cell = latest.clone();
+        let (count_tx, samples) = watch::channel(0u64);
         let interval = interval.max(Duration::from_millis(1));
         let task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
@@ -73,6 +77,8 @@ impl GpuSampler {
                         let mut l = cell.write();
                         l.readings = readings;
                         l.at = Some(Instant::now());
+                        drop(l);
+                        count_tx.send_modify(|n| *n += 1);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "GPU probe read failed");
@@ -82,7 +88,11 @@ impl GpuSampler {
         })
         .abort_handle();
         GpuSampler {
-            inner: Arc::new(Inner { latest, task }),
+            inner: Arc::new(Inner {
+                latest,
+                samples,
+                task,
+            }),
         }
     }
 
@@ -96,12 +106,16 @@ impl GpuSampler {
         self.inner.latest.read().at
     }
 
-    /// Waits until the first sample has been stored (polls every millisecond;
-    /// meant for start-up and tests).
+    /// Waits until the first sample has been stored (start-up, tests).
     pub async fn wait_first(&self) {
-        while self.sampled_at().is_none() && !self.inner.task.is_finished() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let mut rx = self.inner.samples.clone();
+        // Err only if the task is gone; then there is nothing to wait for.
+        let _ = rx.wait_for(|n| *n > 0).await;
+    }
+
+    /// How many samples have been stored so far.
+    pub fn samples(&self) -> u64 {
+        *self.inner.samples.borrow()
     }
 }
 
@@ -121,7 +135,9 @@ mod tests {
     async fn samples_every_interval_and_stops_on_drop() {
         let probe = FakeProbe::with(vec![reading(0, 10.0)]);
         let sampler = GpuSampler::spawn(probe.clone(), Duration::from_secs(1));
+        assert_eq!(sampler.samples(), 0);
         sampler.wait_first().await;
+        assert_eq!(sampler.samples(), 1);
         assert_eq!(sampler.read()[0].utilization_pct, 10.0);
         let first = sampler.sampled_at().unwrap();
 
