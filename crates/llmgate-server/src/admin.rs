@@ -54,20 +54,20 @@ fn err(status: StatusCode, msg: impl Into<String>) -> Response {
         .into_response()
 }
 
-fn authorized(a: &Admin, headers: &HeaderMap) -> Result<(), Response> {
+fn authorized(a: &Admin, headers: &HeaderMap) -> Result<(), Box<Response>> {
     match &a.token {
         None => Ok(()),
         Some(t) if llmgate_core::bearer_token(headers) == Some(&**t) => Ok(()),
-        Some(_) => Err(err(
+        Some(_) => Err(Box::new(err(
             StatusCode::UNAUTHORIZED,
             "admin API needs Authorization: Bearer <admin_token>",
-        )),
+        ))),
     }
 }
 
 async fn list(State(a): State<Admin>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&a, &headers) {
-        return r;
+        return *r;
     }
     let rows: Vec<_> = a
         .fleet
@@ -105,7 +105,7 @@ async fn list(State(a): State<Admin>, headers: HeaderMap) -> Response {
 
 async fn add(State(a): State<Admin>, headers: HeaderMap, body: Body) -> Response {
     if let Err(r) = authorized(&a, &headers) {
-        return r;
+        return *r;
     }
     let spec: EndpointSpec = match crate::gateway::read_json(body).await {
         Ok(s) => s,
@@ -129,7 +129,7 @@ async fn drain(
     Query(q): Query<DrainQuery>,
 ) -> Response {
     if let Err(r) = authorized(&a, &headers) {
-        return r;
+        return *r;
     }
     let within = Duration::from_secs(q.within_secs.unwrap_or(30));
     match a.fleet.handle().drain(&id, within) {
@@ -140,7 +140,7 @@ async fn drain(
 
 async fn remove(State(a): State<Admin>, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(r) = authorized(&a, &headers) {
-        return r;
+        return *r;
     }
     match a.fleet.handle().remove(&id) {
         Ok(()) => (StatusCode::OK, format!("removed {id}")).into_response(),
@@ -150,7 +150,7 @@ async fn remove(State(a): State<Admin>, headers: HeaderMap, Path(id): Path<Strin
 
 async fn get_strategy(State(a): State<Admin>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&a, &headers) {
-        return r;
+        return *r;
     }
     Json(serde_json::json!({"strategy": a.fleet.strategy().as_str()})).into_response()
 }
@@ -162,7 +162,7 @@ struct StrategyBody {
 
 async fn set_strategy(State(a): State<Admin>, headers: HeaderMap, body: Body) -> Response {
     if let Err(r) = authorized(&a, &headers) {
-        return r;
+        return *r;
     }
     let b: StrategyBody = match crate::gateway::read_json(body).await {
         Ok(b) => b,
@@ -179,7 +179,7 @@ async fn set_strategy(State(a): State<Admin>, headers: HeaderMap, body: Body) ->
 
 async fn queue_status(State(a): State<Admin>, headers: HeaderMap) -> Response {
     if let Err(r) = authorized(&a, &headers) {
-        return r;
+        return *r;
     }
     match &a.queue {
         Some(q) => Json(serde_json::json!({"depth": q.total_depth(), "snapshot": format!("{:?}", q.snapshot())})).into_response(),

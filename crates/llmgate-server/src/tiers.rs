@@ -50,9 +50,9 @@ pub fn rate_limit_layer(config: &Config) -> RateLimitLayer {
         Limit::per_minute(u64::from(rl.requests_per_minute)).burst(u64::from(rl.request_burst)),
     );
     if let Some(t) = rl.tokens_per_minute {
-        let mut limit = Limit::per_minute(u64::from(t));
+        let mut limit = Limit::per_minute(t);
         if let Some(burst) = rl.token_burst {
-            limit = limit.burst(u64::from(burst));
+            limit = limit.burst(burst);
         }
         b = b.tokens(limit);
     }
@@ -62,7 +62,7 @@ pub fn rate_limit_layer(config: &Config) -> RateLimitLayer {
             tier = tier.requests(Limit::per_minute(u64::from(r)));
         }
         if let Some(tok) = t.tokens_per_minute {
-            tier = tier.tokens(Limit::per_minute(u64::from(tok)));
+            tier = tier.tokens(Limit::per_minute(tok));
         }
         for key in &t.api_keys {
             b = b.tier(ClientKey::from_bearer(key), tier);

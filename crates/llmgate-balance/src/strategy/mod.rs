@@ -115,7 +115,7 @@ impl StrategyKind {
             StrategyKind::RoundRobin => Box::new(RoundRobin::default()),
             StrategyKind::WeightedRoundRobin => Box::new(WeightedRoundRobin::default()),
             StrategyKind::LeastConnections => Box::new(LeastConnections::default()),
-            StrategyKind::LeastLoaded => Box::new(LeastLoaded::default()),
+            StrategyKind::LeastLoaded => Box::new(LeastLoaded),
             StrategyKind::GpuAware => Box::new(GpuAware::new(GpuThresholds::default())),
             StrategyKind::Adaptive => Box::new(Adaptive::new(AdaptiveWeights::default())),
             StrategyKind::P2c => Box::new(PowerOfTwoChoices::seeded(seed)),
