@@ -65,7 +65,8 @@
 //!
 //! Coefficients from `llm-serving-simulation.md` (BLIS β fits, vidur
 //! profiles, vLLM defaults); numbers below are the engine's, jitter off,
-//! checked by the `engine` unit tests and `calibration` integration test:
+//! checked by the `engine` unit tests (`lone_prompt_ttft_matches_formula_within_jitter`,
+//! `itl_grows_with_batch_size`, `calibration_saturation_throughput`):
 //!
 //! | quantity | reference | simulator |
 //! |---|---|---|
@@ -74,7 +75,7 @@
 //! | ITL, 64 concurrent × 1k context | ≈ 10 ms | 10.0 ms |
 //! | ITL, 256 concurrent × 1k context | ≈ 22 ms | 22.1 ms |
 //! | one 8,192-token prefill chunk | ≈ 200 ms | 203 ms |
-//! | decode tokens/s at saturation, 1k prompts / 1k outputs | llm-d 8B/H100 batched ITL 10–15 ms | ≈ 13,000 tok/s (KV-bound: 464k tokens hold ≈ 300 such requests) |
+//! | tokens/s at saturation: 600 requests of 1k prompt / 1k output at once | llm-d 8B/H100 batched ITL 10–15 ms | ≈ 6,600 generated tok/s averaged over the whole run (prefill, preemption recompute and drain tail included); ≈ 13,000 tok/s at peak decode, KV-bound (464k tokens hold ≈ 290 such requests, step ≈ 25–35 ms) |
 //!
 //! The `h100-70b-tp4` profile is an extrapolation (≈ 3× t0/tp, 2.5× tkv),
 //! not a fit.
@@ -84,7 +85,11 @@
 //! `cargo bench -p llmgate-sim --bench sim_throughput` (release) replays
 //! short requests (≈ 32-token prompts, 8 output tokens, streamed) through
 //! the [`load`] runner against one replica at speedup 1,000 in the same
-//! process; see the crate README figure in the bench's output.
+//! process. Measured on the 2-core development machine (shared with other
+//! builds): offered 5,000 req/s open loop, 20,000 requests, **4,999 req/s
+//! completed, 0 errors**, both streamed and non-streamed (p99 wall e2e
+//! ≈ 1 ms): the simulator kept up with the whole offered load, so at
+//! speedup ≥ 1,000 it is not the bottleneck of a gateway benchmark.
 #![warn(missing_docs)]
 
 mod config;
