@@ -358,49 +358,11 @@ where
             }
             // Retry avoidance, unless it would leave nothing.
             let keep: Vec<bool> = ids.iter().map(|id| !avoid.contains(id)).collect();
-            if keep.iter().any(|k| *k) && keep.iter().any(|k| !*k) {
-                let mut j = 0;
-                idx.retain(|_| {
-                    let k = keep[j];
-                    j += 1;
-                    k
-                });
-                let mut j = 0;
-                views.retain(|_| {
-                    let k = keep[j];
-                    j += 1;
-                    k
-                });
-                let mut j = 0;
-                ids.retain(|_| {
-                    let k = keep[j];
-                    j += 1;
-                    k
-                });
-            }
+            narrow(&keep, &mut idx, &mut views, &mut ids);
             // Optional GPU pre-filter, unless every endpoint is over.
             if let Some(th) = self.config.gpu_filter {
-                let ok: Vec<bool> = views.iter().map(|v| !th.exceeded(v)).collect();
-                if ok.iter().any(|k| *k) && ok.iter().any(|k| !*k) {
-                    let mut j = 0;
-                    idx.retain(|_| {
-                        let k = ok[j];
-                        j += 1;
-                        k
-                    });
-                    let mut j = 0;
-                    views.retain(|_| {
-                        let k = ok[j];
-                        j += 1;
-                        k
-                    });
-                    let mut j = 0;
-                    ids.retain(|_| {
-                        let k = ok[j];
-                        j += 1;
-                        k
-                    });
-                }
+                let keep: Vec<bool> = views.iter().map(|v| !th.exceeded(v)).collect();
+                narrow(&keep, &mut idx, &mut views, &mut ids);
             }
             let cands: Vec<Candidate<'_>> = ids
                 .iter()
@@ -513,4 +475,17 @@ where
             }
         }
     }
+}
+
+/// Keeps the candidates marked in `keep`, unless that would keep none or all.
+fn narrow(keep: &[bool], idx: &mut Vec<usize>, views: &mut Vec<LoadView>, ids: &mut Vec<Arc<str>>) {
+    if !keep.iter().any(|k| *k) || keep.iter().all(|k| *k) {
+        return;
+    }
+    let mut it = keep.iter();
+    idx.retain(|_| *it.next().unwrap_or(&true));
+    let mut it = keep.iter();
+    views.retain(|_| *it.next().unwrap_or(&true));
+    let mut it = keep.iter();
+    ids.retain(|_| *it.next().unwrap_or(&true));
 }
