@@ -203,6 +203,8 @@ pub struct EndpointState {
     ejected_until: Mutex<Option<Instant>>,
     stats: Mutex<Stats>,
     telemetry: Mutex<Option<llmgate_telemetry::TelemetryCell>>,
+    /// Notified when the last in-flight request ends (drain reaping).
+    idle: tokio::sync::Notify,
     /// Woken whenever readiness may have changed (health, drain, ejection,
     /// an in-flight slot freed).
     pub(crate) readiness: AtomicWaker,
@@ -234,6 +236,7 @@ impl EndpointState {
                 last_progress: Instant::now(),
             }),
             telemetry: Mutex::new(None),
+            idle: tokio::sync::Notify::new(),
             readiness: AtomicWaker::new(),
         })
     }
@@ -294,6 +297,31 @@ impl EndpointState {
             && (self.in_flight() == 0 || self.drain_deadline.lock().is_some_and(|d| now >= d))
     }
 
+    /// Resolves when a drain has completed: no request in flight, or the
+    /// drain deadline passed.
+    pub async fn drained(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            // Register before checking, so an end between the two is seen.
+            idle.as_mut().enable();
+            let now = Instant::now();
+            if self.drain_complete(now) {
+                return;
+            }
+            let deadline = *self.drain_deadline.lock();
+            match deadline {
+                Some(d) => {
+                    tokio::select! {
+                        _ = idle => {}
+                        _ = tokio::time::sleep_until(d) => {}
+                    }
+                }
+                None => idle.await,
+            }
+        }
+    }
+
     /// Takes the endpoint out of rotation until `until` (outlier ejection).
     pub fn eject_until(&self, until: Instant) {
         *self.ejected_until.lock() = Some(until);
@@ -348,7 +376,9 @@ impl EndpointState {
 
     /// A request ended (stream finished or failed).
     pub(crate) fn end(&self, ok: bool, now: Instant) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
         if ok {
             self.served.fetch_add(1, Ordering::Relaxed);
         } else {

@@ -332,20 +332,15 @@ impl FleetHandle {
         drop(members);
         // Forget the member once the drain completes.
         tokio::spawn(async move {
-            loop {
-                if state.drain_complete(Instant::now()) {
-                    if let Some(inner) = weak.upgrade() {
-                        let mut g = inner.members.lock();
-                        if g.get(state.id())
-                            .is_some_and(|m| Arc::ptr_eq(&m.state, &state))
-                        {
-                            g.remove(state.id());
-                            let _ = inner.tx.send(Change::Remove(state.id().clone()));
-                        }
-                    }
-                    return;
+            state.drained().await;
+            if let Some(inner) = weak.upgrade() {
+                let mut g = inner.members.lock();
+                if g.get(state.id())
+                    .is_some_and(|m| Arc::ptr_eq(&m.state, &state))
+                {
+                    g.remove(state.id());
+                    let _ = inner.tx.send(Change::Remove(state.id().clone()));
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
         Ok(())

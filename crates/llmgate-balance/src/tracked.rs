@@ -115,9 +115,10 @@ impl Service<Request<BufferedBody>> for Endpoint {
     fn call(&mut self, req: Request<BufferedBody>) -> Self::Future {
         let state = self.state.clone();
         state.begin();
-        let guard = InFlight {
+        let mut guard = InFlight {
             state: Some(state.clone()),
             start: Instant::now(),
+            ok: true,
         };
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -125,14 +126,10 @@ impl Service<Request<BufferedBody>> for Endpoint {
                 Ok(res) => {
                     let now = Instant::now();
                     state.observe_ttft(now - guard.start, now);
-                    let ok = !res.status().is_server_error();
+                    guard.ok = !res.status().is_server_error();
                     let (mut parts, body) = res.into_parts();
                     parts.extensions.insert(ServedBy(state.id().clone()));
-                    let tracked = TrackedBody {
-                        inner: body,
-                        guard,
-                        ok,
-                    };
+                    let tracked = TrackedBody { inner: body, guard };
                     Ok(Response::from_parts(parts, tracked.boxed_unsync()))
                 }
                 Err(e) => {
@@ -148,6 +145,9 @@ impl Service<Request<BufferedBody>> for Endpoint {
 struct InFlight {
     state: Option<Arc<EndpointState>>,
     start: Instant,
+    /// The outcome known so far (a 5xx head is a failure even if the body
+    /// is dropped before its end).
+    ok: bool,
 }
 
 impl InFlight {
@@ -164,10 +164,10 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        // Dropped before the end: the client went away. Not the replica's
-        // fault, so not an error.
+        // Dropped before the end: the client went away, which is not the
+        // replica's fault; only an outcome already known to be bad counts.
         if let Some(s) = self.state.take() {
-            s.end(true, Instant::now());
+            s.end(self.ok, Instant::now());
         }
     }
 }
@@ -177,7 +177,6 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: BoxBody,
         guard: InFlight,
-        ok: bool,
     }
 }
 
@@ -195,10 +194,10 @@ impl Body for TrackedBody {
             Poll::Ready(None) => {
                 if let Some(s) = this.guard.state.take() {
                     let now = Instant::now();
-                    if *this.ok {
+                    if this.guard.ok {
                         s.observe_latency(now - this.guard.start, now);
                     }
-                    s.end(*this.ok, now);
+                    s.end(this.guard.ok, now);
                 }
             }
             Poll::Ready(Some(Err(_))) => {

@@ -24,7 +24,7 @@
 //! in error messages; [`Config::redacted`] gives a copy that is safe to
 //! serialize (for an admin "show config" endpoint, say).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -154,12 +154,6 @@ impl ConfigError {
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("built-in default address")
-}
-fn default_weight() -> u32 {
-    1
-}
-fn default_max_concurrent() -> u32 {
-    256
 }
 
 // ---------------------------------------------------------------------------
@@ -570,50 +564,9 @@ impl Default for SimConfig {
     }
 }
 
-/// One `[[replicas]]` entry: an OpenAI-compatible model server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReplicaConfig {
-    /// Unique name (metrics label, admin API handle).
-    pub id: String,
-    /// Base URL, `http://host:port` (no path).
-    pub url: String,
-    /// Models it serves. Empty: any model is routed to it.
-    #[serde(default)]
-    pub models: Vec<String>,
-    /// Weight for `weighted_round_robin` (and share in weighted strategies).
-    #[serde(default = "default_weight")]
-    pub weight: u32,
-    /// Requests in flight at most; beyond it the replica is not ready.
-    #[serde(default = "default_max_concurrent")]
-    pub max_concurrent: u32,
-    /// Free-form labels (zone, gpu type, ...), shown by the admin API.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// Engine Prometheus endpoint (queue depth, KV-cache usage), e.g.
-    /// `http://host:8000/metrics`. Unset: no engine telemetry for this replica.
-    #[serde(default)]
-    pub metrics_url: Option<String>,
-    /// GPU telemetry endpoint (e.g. DCGM exporter). Unset: no GPU telemetry.
-    #[serde(default)]
-    pub gpu_url: Option<String>,
-}
-
-impl ReplicaConfig {
-    /// A replica with defaults for everything but its id and URL.
-    pub fn new(id: impl Into<String>, url: impl Into<String>) -> Self {
-        ReplicaConfig {
-            id: id.into(),
-            url: url.into(),
-            models: Vec::new(),
-            weight: default_weight(),
-            max_concurrent: default_max_concurrent(),
-            labels: BTreeMap::new(),
-            metrics_url: None,
-            gpu_url: None,
-        }
-    }
-}
+/// One `[[replicas]]` entry: the balancer's own endpoint spec, so the file
+/// and the admin API (`POST /admin/replicas`) take the same shape.
+pub use llmgate_balance::EndpointSpec as ReplicaConfig;
 
 /// One `[[tiers]]` entry: which API keys get which priority and limits.
 /// `Debug` never prints the keys.
@@ -1039,7 +992,8 @@ impl Config {
                 ConfigError::invalid(key("url"), format!("replica {:?}: {m}", r.id))
             })?;
             for (field, url) in [("metrics_url", &r.metrics_url), ("gpu_url", &r.gpu_url)] {
-                if let Some(u) = url {
+                // An empty URL turns that scrape off.
+                if let Some(u) = url.as_deref().filter(|u| !u.is_empty()) {
                     check_http_url(u).map_err(|m| {
                         ConfigError::invalid(key(field), format!("replica {:?}: {m}", r.id))
                     })?;
@@ -1054,7 +1008,7 @@ impl Config {
                 }
             }
             positive(&key("weight"), r.weight.into())?;
-            positive(&key("max_concurrent"), r.max_concurrent.into())?;
+            positive(&key("max_concurrent"), r.max_concurrent as u64)?;
         }
         Ok(())
     }

@@ -144,20 +144,7 @@ pub async fn start(config: Config, install_metrics: bool) -> Result<Running, Str
             .collect();
         (specs, Some(sim))
     } else {
-        let specs = config
-            .replicas
-            .iter()
-            .map(|r| EndpointSpec {
-                id: r.id.clone(),
-                url: r.url.trim_end_matches('/').to_string(),
-                models: r.models.clone(),
-                weight: r.weight,
-                max_concurrent: r.max_concurrent as usize,
-                labels: r.labels.clone(),
-                metrics_url: r.metrics_url.clone(),
-                gpu_url: r.gpu_url.clone(),
-            })
-            .collect();
+        let specs = config.replicas.clone();
         (specs, None)
     };
     let fleet = Fleet::new(fleet_cfg, specs).map_err(|e| e.to_string())?;

@@ -46,23 +46,29 @@ impl TierTable {
 /// tier key.
 pub fn rate_limit_layer(config: &Config) -> RateLimitLayer {
     let rl = &config.ratelimit;
-    let mut b = RateLimitLayer::builder().requests(
-        Limit::per_minute(u64::from(rl.requests_per_minute)).burst(u64::from(rl.request_burst)),
-    );
-    if let Some(t) = rl.tokens_per_minute {
-        let mut limit = Limit::per_minute(t);
-        if let Some(burst) = rl.token_burst {
-            limit = limit.burst(burst);
+    let requests =
+        Limit::per_minute(u64::from(rl.requests_per_minute)).burst(u64::from(rl.request_burst));
+    let tokens = rl.tokens_per_minute.map(|t| {
+        let limit = Limit::per_minute(t);
+        match rl.token_burst {
+            Some(burst) => limit.burst(burst),
+            None => limit,
         }
-        b = b.tokens(limit);
+    });
+    let mut b = RateLimitLayer::builder().requests(requests);
+    if let Some(t) = tokens {
+        b = b.tokens(t);
     }
     for t in &config.tiers {
-        let mut tier = Tier::new();
-        if let Some(r) = t.requests_per_minute {
-            tier = tier.requests(Limit::per_minute(u64::from(r)));
-        }
-        if let Some(tok) = t.tokens_per_minute {
-            tier = tier.tokens(Limit::per_minute(tok));
+        // A tier replaces the defaults in the limiter; a limit the tier does
+        // not set is `[ratelimit]`'s, as the config documents.
+        let mut tier = Tier::new().requests(
+            t.requests_per_minute
+                .map(|r| Limit::per_minute(u64::from(r)))
+                .unwrap_or(requests),
+        );
+        if let Some(tok) = t.tokens_per_minute.map(Limit::per_minute).or(tokens) {
+            tier = tier.tokens(tok);
         }
         for key in &t.api_keys {
             b = b.tier(ClientKey::from_bearer(key), tier);
