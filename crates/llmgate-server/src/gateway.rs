@@ -14,7 +14,9 @@ use axum::Router;
 use http::{HeaderMap, HeaderName, Request, StatusCode};
 use http_body_util::BodyExt;
 use llmgate_balance::Fleet;
-use llmgate_core::{BufferedBody, ClientKey, MetaLayer, PeerAddr, Priority, RequestMeta};
+use llmgate_core::{BufferedBody, ClientKey, MetaLayer, PeerAddr, Priority, ServedBy};
+
+use crate::metered::MeteredBody;
 use llmgate_queue::{PriorityQueueLayer, QueueHandle};
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, ServiceBuilder, ServiceExt};
@@ -34,6 +36,8 @@ pub struct AppState {
     pub fleet: Fleet,
     /// The queue's handle, if the queue is on.
     pub queue: Option<QueueHandle>,
+    /// API-key tiers, for the priority label of request metrics.
+    pub tiers: crate::tiers::TierTable,
 }
 
 impl std::fmt::Debug for AppState {
@@ -178,26 +182,27 @@ async fn proxy(State(app): State<Arc<AppState>>, mut req: Request<Body>) -> Resp
         req.extensions_mut().insert(PeerAddr(addr));
     }
     strip_hop_by_hop(req.headers_mut());
+    let priority = label_priority(&app, &req);
     let start = tokio::time::Instant::now();
     let result = app.gateway.clone().oneshot(req).await;
-    let elapsed = start.elapsed().as_secs_f64();
     match result {
-        Ok(mut res) => {
-            strip_hop_by_hop(res.headers_mut());
-            let outcome = if res.status().is_success() {
+        Ok(res) => {
+            let (mut parts, body) = res.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            let outcome = if parts.status.is_success() {
                 "success"
             } else {
                 "upstream_error"
             };
-            let priority = res
-                .extensions()
-                .get::<RequestMeta>()
-                .map(|m| m.priority)
-                .unwrap_or(Priority::Normal);
-            metrics::counter!("llmgate_requests_total", "priority" => priority.as_str(), "outcome" => outcome).increment(1);
-            metrics::histogram!("llmgate_request_headers_seconds", "priority" => priority.as_str())
-                .record(elapsed);
-            res
+            metrics::counter!("llmgate_requests_total", "priority" => priority.as_str(), "outcome" => outcome)
+                .increment(1);
+            let body = match parts.extensions.get::<ServedBy>() {
+                Some(ServedBy(replica)) => {
+                    Body::new(MeteredBody::new(body, start, replica.clone(), priority))
+                }
+                None => body,
+            };
+            Response::from_parts(parts, body)
         }
         Err(e) => {
             let res = map_error(&e);
@@ -208,9 +213,26 @@ async fn proxy(State(app): State<Arc<AppState>>, mut req: Request<Body>) -> Resp
                 400..=499 => "bad_request",
                 _ => "error",
             };
-            metrics::counter!("llmgate_requests_total", "priority" => "unknown", "outcome" => outcome).increment(1);
+            metrics::counter!("llmgate_requests_total", "priority" => priority.as_str(), "outcome" => outcome)
+                .increment(1);
             res
         }
+    }
+}
+
+/// The priority a request will get, for metric labels only (the stack's
+/// MetaLayer decides for routing; a bad header is rejected there).
+fn label_priority(app: &AppState, req: &Request<Body>) -> Priority {
+    match req.headers().get("x-priority") {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_default(),
+        None => app
+            .tiers
+            .priority_of(&ClientKey::from_parts(req.headers(), req.extensions()))
+            .unwrap_or_default(),
     }
 }
 

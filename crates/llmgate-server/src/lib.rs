@@ -10,6 +10,7 @@ pub mod bench;
 pub mod config;
 pub mod errors;
 pub mod gateway;
+pub mod metered;
 pub mod retry;
 pub mod serve;
 pub mod telemetry;

@@ -153,6 +153,7 @@ pub async fn start(config: Config, install_metrics: bool) -> Result<Running, Str
         gateway,
         fleet: fleet.clone(),
         queue: queue.clone(),
+        tiers: crate::tiers::TierTable::from_config(&config),
     };
 
     let listener = TcpListener::bind(config.server.listen)
