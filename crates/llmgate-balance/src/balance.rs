@@ -276,6 +276,24 @@ where
                 Poll::Ready(None) | Poll::Pending => break,
             }
         }
+        // An endpoint stays in the ready set until it is polled again, even
+        // after it turned unhealthy, draining or ejected. Demote those, so
+        // that `poll_ready`, `len` and the admin report see the truth.
+        let now = Instant::now();
+        for i in (0..self.cache.ready_len()).rev() {
+            let admitted = self
+                .cache
+                .get_ready_index(i)
+                .is_none_or(|(_, svc)| svc.endpoint_state().admission(now) == Admission::Open);
+            if !admitted {
+                if let Err(failed) = self.cache.check_ready_index(&mut cx, i) {
+                    tracing::warn!(error = %failed.1, "endpoint failed and was removed");
+                    if let Some(s) = self.states.remove(&failed.0) {
+                        self.strategy.removed(s.id());
+                    }
+                }
+            }
+        }
         loop {
             match self.cache.poll_pending(&mut cx) {
                 Poll::Ready(Ok(())) | Poll::Pending => break,
@@ -288,7 +306,6 @@ where
                 }
             }
         }
-        let now = Instant::now();
         let done: Vec<D::Key> = self
             .states
             .iter()
@@ -488,4 +505,156 @@ fn narrow(keep: &[bool], idx: &mut Vec<usize>, views: &mut Vec<LoadView>, ids: &
     views.retain(|_| *it.next().unwrap_or(&true));
     let mut it = keep.iter();
     ids.retain(|_| *it.next().unwrap_or(&true));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use bytes::Bytes;
+    use http::{Request, Response, StatusCode};
+    use http_body_util::{BodyExt, Empty};
+    use llmgate_core::{BufferedBody, EndpointKind, ErrorResponse, ServedBy};
+    use tower::discover::ServiceList;
+    use tower::util::BoxCloneSyncService;
+    use tower::{service_fn, ServiceExt};
+
+    use crate::endpoint::{EndpointSpec, Health};
+    use crate::tracked::Endpoint;
+
+    type TestBalance = GpuAwareBalance<ServiceList<Vec<Endpoint>>, Request<BufferedBody>>;
+
+    /// Endpoints that answer 200 at once; `models[i]` are those of `r{i}`.
+    fn balance(models: &[&[&str]]) -> (TestBalance, Vec<Arc<EndpointState>>) {
+        let mut states = Vec::new();
+        let mut endpoints = Vec::new();
+        for (i, m) in models.iter().enumerate() {
+            let spec = EndpointSpec::new(format!("r{i}"), format!("http://127.0.0.1:{}", 1000 + i))
+                .models(m.iter().copied());
+            let state = EndpointState::new(spec);
+            let inner = BoxCloneSyncService::new(service_fn(|_req: Request<BufferedBody>| async {
+                Ok::<_, BoxError>(Response::new(
+                    Empty::<Bytes>::new().map_err(|e| match e {}).boxed_unsync(),
+                ))
+            }));
+            endpoints.push(Endpoint::new(state.clone(), inner, Duration::from_secs(30)));
+            states.push(state);
+        }
+        let config = BalanceConfig {
+            strategy: StrategyKind::RoundRobin,
+            ..BalanceConfig::default()
+        };
+        (
+            GpuAwareBalance::new(ServiceList::new(endpoints), config),
+            states,
+        )
+    }
+
+    fn request(model: Option<&str>, avoid: &[&str]) -> Request<BufferedBody> {
+        let mut req = Request::post("/v1/chat/completions")
+            .body(BufferedBody::new(Bytes::from_static(b"{}")))
+            .unwrap();
+        let mut meta = RequestMeta::new(EndpointKind::Chat);
+        meta.model = model.map(Arc::from);
+        req.extensions_mut().insert(meta);
+        if !avoid.is_empty() {
+            req.extensions_mut().insert(AvoidEndpoints(
+                avoid.iter().map(|a| Arc::from(*a)).collect(),
+            ));
+        }
+        req
+    }
+
+    /// Sends `n` requests one by one; the endpoint ids that served them.
+    async fn route(b: &TestBalance, n: usize, model: Option<&str>, avoid: &[&str]) -> Vec<String> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let res = b.clone().oneshot(request(model, avoid)).await.unwrap();
+            let by = res.extensions().get::<ServedBy>().expect("ServedBy set");
+            out.push(by.0.to_string());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn avoided_endpoint_is_skipped_while_another_is_ready() {
+        let (b, states) = balance(&[&[], &[], &[]]);
+        // Without avoidance, round robin reaches every endpoint.
+        let plain = route(&b, 6, None, &[]).await;
+        for id in ["r0", "r1", "r2"] {
+            assert!(plain.iter().any(|x| x == id), "{plain:?}");
+        }
+        // A retry avoiding r0 never lands there.
+        let avoid0 = route(&b, 12, None, &["r0"]).await;
+        assert!(avoid0.iter().all(|x| x != "r0"), "{avoid0:?}");
+        assert!(avoid0.iter().any(|x| x == "r1") && avoid0.iter().any(|x| x == "r2"));
+        // Avoiding two leaves the third.
+        let avoid01 = route(&b, 6, None, &["r0", "r1"]).await;
+        assert!(avoid01.iter().all(|x| x == "r2"), "{avoid01:?}");
+        // r1 not ready: avoiding r0 still finds r2, the other ready one.
+        states[1].set_health(Health::Unhealthy);
+        let r = route(&b, 6, None, &["r0"]).await;
+        assert!(r.iter().all(|x| x == "r2"), "{r:?}");
+        // Only the avoided endpoint is ready: it is used rather than nothing.
+        states[2].set_health(Health::Unhealthy);
+        let r = route(&b, 3, None, &["r0"]).await;
+        assert!(r.iter().all(|x| x == "r0"), "{r:?}");
+        // Avoiding every endpoint is the same as avoiding none.
+        states[1].set_health(Health::Healthy);
+        states[2].set_health(Health::Healthy);
+        let all = route(&b, 6, None, &["r0", "r1", "r2"]).await;
+        for id in ["r0", "r1", "r2"] {
+            assert!(all.iter().any(|x| x == id), "{all:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_go_only_to_endpoints_serving_their_model() {
+        let (b, _states) = balance(&[&["special", "common"], &["common"], &["common"]]);
+        let special = route(&b, 8, Some("special"), &[]).await;
+        assert!(special.iter().all(|x| x == "r0"), "{special:?}");
+        // Avoidance never leaves a model with no endpoint.
+        let special = route(&b, 3, Some("special"), &["r0"]).await;
+        assert!(special.iter().all(|x| x == "r0"), "{special:?}");
+        let common = route(&b, 6, Some("common"), &[]).await;
+        for id in ["r0", "r1", "r2"] {
+            assert!(common.iter().any(|x| x == id), "{common:?}");
+        }
+        // No model named: any endpoint.
+        let any = route(&b, 6, None, &[]).await;
+        assert!(any.iter().any(|x| x == "r1"), "{any:?}");
+        // A model nobody serves: NoEndpoint, 404.
+        let err = b
+            .clone()
+            .oneshot(request(Some("unknown-model"), &[]))
+            .await
+            .unwrap_err();
+        let no = err.downcast_ref::<NoEndpoint>().expect("NoEndpoint");
+        assert_eq!(
+            no.reason,
+            NoEndpointReason::ModelNotServed("unknown-model".into())
+        );
+        assert_eq!(no.status(), StatusCode::NOT_FOUND);
+        assert_eq!(no.code(), "model_not_found");
+    }
+    #[tokio::test]
+    async fn endpoint_out_of_rotation_leaves_the_ready_set_at_once() {
+        use tower::Service;
+        let (mut b, states) = balance(&[&[], &[]]);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(b.poll_ready(&mut cx).is_ready());
+        assert_eq!(b.len(), (2, 2));
+        states[1].set_health(Health::Unhealthy);
+        assert_eq!(b.len(), (2, 1));
+        let report = b.endpoints();
+        assert!(report[0].ready && !report[1].ready, "{report:?}");
+        states[0].start_drain(Instant::now() + Duration::from_secs(60));
+        // Nothing admits requests: the balancer is not ready. (r0, idle,
+        // finished its drain and is gone.)
+        assert!(b.poll_ready(&mut cx).is_pending());
+        assert_eq!(b.len(), (1, 0));
+        states[1].set_health(Health::Healthy);
+        assert!(b.poll_ready(&mut cx).is_ready());
+        assert_eq!(b.len(), (1, 1));
+    }
 }
