@@ -34,7 +34,8 @@
 //!
 //! * **Inside the handler**, as here: keep the stack in the struct that
 //!   implements the generated service trait and call it from the RPC method
-//!   (`self.stack.clone().oneshot(req.into_inner()).await.map_err(to_status)`),
+//!   (`self.stack.clone().oneshot(req.into_inner()).await.map_err(to_status)`;
+//!   keep the stack boxed as a `BoxCloneSyncService`, see below for why),
 //!   with `to_status` returning `tonic::Status::resource_exhausted(..)`,
 //!   `Status::unavailable(..)` and so on, as `grpc_status` below does.
 //! * **On the transport**, around every RPC:
@@ -44,10 +45,11 @@
 //!   `RateLimitLayer::builder().key_extractor(|r: &http::Request<_>| tenant_of(r.headers()))
 //!   .on_response(NoSettle)` (or insert a `llmgate_core::RequestMeta` in an
 //!   interceptor and keep the default `MetaClientKey`), and give the breaker
-//!   `llmgate_breaker::GrpcClassifier`, which reads `grpc-status`. Errors a
-//!   transport layer returns reach the client as UNKNOWN unless mapped, so
-//!   add a `map_err`/`map_response` that turns `RateLimited` and
-//!   `BreakerOpen` into a `tonic::Status`.
+//!   `llmgate_breaker::GrpcClassifier`, which reads `grpc-status`. tonic
+//!   turns a layer's error into a gRPC answer only when the error is a
+//!   `tonic::Status` (otherwise the stream is reset), so put a `map_err`
+//!   above the layers that turns `RateLimited` and `BreakerOpen` into
+//!   `Status::resource_exhausted(..)` / `Status::unavailable(..)`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -224,7 +226,8 @@ async fn main() -> Result<(), BoxError> {
     // must be `Send`, e.g. `tokio::spawn(async move { stack.oneshot(r).await })`
     // or an `#[async_trait]` tonic method, trips a rustc limitation with
     // `E: Into<BoxError>` bounds over `BoxError` itself, "implementation of
-    // `From` is not general enough"; tower's own `Timeout` does the same.)
+    // `From` is not general enough", rust-lang/rust#64552; tower's own
+    // `Timeout` does the same.)
     let stack: GenerateService = BoxCloneSyncService::new(
         ServiceBuilder::new()
             .layer(rate_limit)

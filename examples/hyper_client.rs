@@ -62,8 +62,9 @@ fn log_attempt<B>(r: Result<Response<B>, BoxError>) -> Result<Response<B>, BoxEr
     r
 }
 
-fn completion(uri: &str, prompt: &str) -> Result<Request<Full<Bytes>>, BoxError> {
-    let body = serde_json::json!({"model": "llama-3-8b", "prompt": prompt, "max_tokens": 8});
+fn completion(uri: &str, prompt: &str, max_tokens: u32) -> Result<Request<Full<Bytes>>, BoxError> {
+    let body =
+        serde_json::json!({"model": "llama-3-8b", "prompt": prompt, "max_tokens": max_tokens});
     Ok(Request::post(uri)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(serde_json::to_vec(&body)?)))?)
@@ -111,7 +112,9 @@ async fn main() -> Result<(), BoxError> {
     let send = |prompt: String| {
         let svc = svc.clone();
         async move {
-            let res = svc.oneshot(completion("/v1/completions", &prompt)?).await?;
+            let res = svc
+                .oneshot(completion("/v1/completions", &prompt, 8)?)
+                .await?;
             let status = res.status();
             let replica = res
                 .headers()
@@ -179,10 +182,33 @@ async fn main() -> Result<(), BoxError> {
         .layer(ConcurrencyLimitLayer::new(2))
         .service(client);
     let uri = format!("{}/v1/completions", sims.replicas()[2].url());
-    let calls: Vec<_> = (0..4)
+    // Watch how many requests sim-2 holds at once while 6 calls run.
+    let (peak_tx, peak_rx) = tokio::sync::oneshot::channel::<()>();
+    let watcher = {
+        let replica = &sims.replicas()[2];
+        let mut peak = 0;
+        let mut stop = peak_rx;
+        let start = replica.counters();
+        async move {
+            // Bounded: at most 10 s in 1 ms steps.
+            for _ in 0..10_000 {
+                let c = replica.counters();
+                peak = peak.max(c.running + c.waiting);
+                if stop.try_recv().is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            (
+                peak,
+                replica.counters().requests_received - start.requests_received,
+            )
+        }
+    };
+    let calls: Vec<_> = (0..6)
         .map(|i| {
             let single = single.clone();
-            let req = completion(&uri, &format!("Concurrent {i}"));
+            let req = completion(&uri, &format!("Concurrent {i}"), 128);
             tokio::spawn(async move {
                 let res = single.oneshot(req?).await?;
                 let status = res.status();
@@ -192,10 +218,20 @@ async fn main() -> Result<(), BoxError> {
             })
         })
         .collect();
-    for (i, call) in calls.into_iter().enumerate() {
-        let (status, tokens) = call.await??;
+    let collect = async {
+        let mut out = Vec::new();
+        for call in calls {
+            out.push(call.await);
+        }
+        let _ = peak_tx.send(());
+        out
+    };
+    let (results, (peak, received)) = tokio::join!(collect, watcher);
+    for (i, r) in results.into_iter().enumerate() {
+        let (status, tokens) = r??;
         println!("   concurrent {i}: {status}, {tokens} completion tokens");
     }
+    println!("   sim-2 received {received} requests, at most {peak} at once (cap 2)");
     println!(
         "   breaker {} is {}",
         breaker.handle().name(),
@@ -203,8 +239,10 @@ async fn main() -> Result<(), BoxError> {
     );
 
     sims.shutdown();
-    if served_by_sim0 > 0 || failed > 0 {
-        return Err("a request was served by the rate-limited replica or lost".into());
+    if served_by_sim0 > 0 || failed > 0 || peak > 2 {
+        return Err(
+            "a request was served by the rate-limited replica, lost, or over the cap".into(),
+        );
     }
     Ok(())
 }
