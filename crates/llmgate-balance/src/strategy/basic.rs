@@ -35,7 +35,9 @@ impl Strategy for RoundRobin {
             }
         }
         let i = next.unwrap_or(first);
-        self.last = Some(c[i].id.to_string());
+        let last = self.last.get_or_insert_with(String::new);
+        last.clear();
+        last.push_str(c[i].id);
         i
     }
 }
@@ -59,7 +61,11 @@ impl Strategy for WeightedRoundRobin {
         for (i, cand) in c.iter().enumerate() {
             let w = i64::from(cand.load.weight.max(1));
             total += w;
-            let cw = self.current.entry(cand.id.to_string()).or_insert(0);
+            // Allocates an id only the first time it is seen.
+            let cw = match self.current.get_mut(cand.id) {
+                Some(cw) => cw,
+                None => self.current.entry(cand.id.to_string()).or_insert(0),
+            };
             *cw += w;
             if *cw > best_cw {
                 best_cw = *cw;
