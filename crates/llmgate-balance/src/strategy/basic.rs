@@ -44,9 +44,34 @@ impl Strategy for RoundRobin {
 
 /// Smooth weighted round robin (nginx's): over a cycle each endpoint gets
 /// picks in proportion to its weight, interleaved rather than in bursts.
+///
+/// The current weights of the candidate slice last seen are kept in a vector
+/// aligned with it, so that a pick over the same candidates hashes nothing;
+/// the others wait in a map.
 #[derive(Debug, Default)]
 pub struct WeightedRoundRobin {
+    /// Current weights of endpoints not in `aligned`.
     current: HashMap<String, i64>,
+    /// (id, current weight) of the candidate slice last seen, in its order.
+    aligned: Vec<(Box<str>, i64)>,
+}
+
+impl WeightedRoundRobin {
+    /// Aligns `aligned` with `c`, parking the weights of the others.
+    fn align(&mut self, c: &[Candidate<'_>]) {
+        let same = self.aligned.len() == c.len()
+            && self.aligned.iter().zip(c).all(|((id, _), x)| **id == *x.id);
+        if same {
+            return;
+        }
+        for (id, cw) in self.aligned.drain(..) {
+            self.current.insert(id.into(), cw);
+        }
+        self.aligned.extend(
+            c.iter()
+                .map(|x| (Box::from(x.id), self.current.remove(x.id).unwrap_or(0))),
+        );
+    }
 }
 
 impl Strategy for WeightedRoundRobin {
@@ -55,31 +80,26 @@ impl Strategy for WeightedRoundRobin {
     }
 
     fn pick(&mut self, _meta: Option<&RequestMeta>, c: &[Candidate<'_>]) -> usize {
+        self.align(c);
         let mut total = 0i64;
         let mut best = 0usize;
         let mut best_cw = i64::MIN;
-        for (i, cand) in c.iter().enumerate() {
+        for (i, (cand, (_, cw))) in c.iter().zip(self.aligned.iter_mut()).enumerate() {
             let w = i64::from(cand.load.weight.max(1));
             total += w;
-            // Allocates an id only the first time it is seen.
-            let cw = match self.current.get_mut(cand.id) {
-                Some(cw) => cw,
-                None => self.current.entry(cand.id.to_string()).or_insert(0),
-            };
             *cw += w;
             if *cw > best_cw {
                 best_cw = *cw;
                 best = i;
             }
         }
-        if let Some(cw) = self.current.get_mut(c[best].id) {
-            *cw -= total;
-        }
+        self.aligned[best].1 -= total;
         best
     }
 
     fn removed(&mut self, id: &str) {
         self.current.remove(id);
+        self.aligned.retain(|(x, _)| &**x != id);
     }
 }
 
@@ -204,6 +224,28 @@ mod tests {
             counts[wrr.pick(None, &c)] += 1;
         }
         assert_eq!(counts, [500, 100, 100]);
+        // A pick over another candidate set (r1, r2) in between leaves r0's
+        // weight alone: r0 still gets 5 of the 7 picks of the full cycle.
+        let mut wrr = WeightedRoundRobin::default();
+        let sub = cands(&ids[1..], &v[1..]);
+        let mut got = Vec::new();
+        for k in 0..7 {
+            got.push(c[wrr.pick(None, &c)].id);
+            if k == 2 {
+                let _ = wrr.pick(None, &sub);
+            }
+        }
+        assert_eq!(got[..3], ["r0", "r0", "r1"]);
+        assert_eq!(got.iter().filter(|x| **x == "r0").count(), 5, "{got:?}");
+        // A removed endpoint is forgotten; the rest keep their proportions.
+        wrr.removed("r1");
+        let c02 = [c[0], c[2]];
+        let picks: Vec<_> = (0..12).map(|_| c02[wrr.pick(None, &c02)].id).collect();
+        assert_eq!(
+            picks.iter().filter(|x| **x == "r0").count(),
+            10,
+            "{picks:?}"
+        );
     }
 
     #[test]
