@@ -648,12 +648,17 @@ mod tests {
         assert_eq!(b.len(), (2, 1));
         let report = b.endpoints();
         assert!(report[0].ready && !report[1].ready, "{report:?}");
+        // r0, idle, finishes its drain at once and is gone.
         states[0].start_drain(Instant::now() + Duration::from_secs(60));
-        // Nothing admits requests: the balancer is not ready. (r0, idle,
-        // finished its drain and is gone.)
-        assert!(b.poll_ready(&mut cx).is_pending());
         assert_eq!(b.len(), (1, 0));
         states[1].set_health(Health::Healthy);
+        assert!(b.poll_ready(&mut cx).is_ready());
+        assert_eq!(b.len(), (1, 1));
+        // Ejected (healthy, but out of rotation): the balancer is not ready.
+        states[1].eject_until(Instant::now() + Duration::from_secs(60));
+        assert!(b.poll_ready(&mut cx).is_pending());
+        assert_eq!(b.len(), (1, 0));
+        states[1].clear_ejection();
         assert!(b.poll_ready(&mut cx).is_ready());
         assert_eq!(b.len(), (1, 1));
     }
