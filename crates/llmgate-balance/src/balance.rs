@@ -317,6 +317,13 @@ where
         }
     }
 
+    /// Whether any endpoint is healthy (or not yet checked) and not draining.
+    fn any_healthy(&self) -> bool {
+        self.states
+            .values()
+            .any(|s| !s.is_draining() && s.health() != crate::endpoint::Health::Unhealthy)
+    }
+
     fn remove(&mut self, key: &D::Key) {
         self.cache.evict(key);
         if let Some(s) = self.states.remove(key) {
@@ -328,7 +335,7 @@ where
     /// Chooses a ready endpoint for a request and sends it there.
     fn dispatch(
         &mut self,
-        cx: &mut Context<'_>,
+        waiter: Option<&Waker>,
         req: Req,
     ) -> Result<<D::Service as Service<Req>>::Future, (Req, Option<NoEndpoint>)>
     where
@@ -370,7 +377,25 @@ where
                     };
                     return Err((req, Some(NoEndpoint { reason })));
                 }
-                self.wake_all.register(cx.waker());
+                // Waiting makes sense for a full cap, an open breaker or an
+                // ejection, which pass; not when every replica of the model
+                // failed its health checks.
+                let any_healthy = self.states.values().any(|s| {
+                    s.spec().serves(model.as_deref())
+                        && !s.is_draining()
+                        && s.health() != crate::endpoint::Health::Unhealthy
+                });
+                if !any_healthy {
+                    return Err((
+                        req,
+                        Some(NoEndpoint {
+                            reason: NoEndpointReason::NoHealthy,
+                        }),
+                    ));
+                }
+                if let Some(w) = waiter {
+                    self.wake_all.register(w);
+                }
                 return Err((req, None));
             }
             // Retry avoidance, unless it would leave nothing.
@@ -429,21 +454,33 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         let mut g = self.shared.lock();
         g.refresh();
-        if g.cache.ready_len() > 0 {
+        // Ready when a replica is, and also when there is nothing worth
+        // waiting for (no replica, or none healthy): `call` then answers at
+        // once with `NoEndpoint` instead of holding callers until their
+        // deadlines.
+        if g.cache.ready_len() > 0 || !g.any_healthy() {
+            return Poll::Ready(Ok(()));
+        }
+        g.wake_all.register(cx.waker());
+        // Check again after registering, so a wake that raced it is not lost.
+        g.refresh();
+        if g.cache.ready_len() > 0 || !g.any_healthy() {
             Poll::Ready(Ok(()))
         } else {
-            g.wake_all.register(cx.waker());
-            // Register after refresh too, so a wake that raced it is not lost.
-            g.refresh();
-            if g.cache.ready_len() > 0 {
-                Poll::Ready(Ok(()))
-            } else {
-                Poll::Pending
-            }
+            Poll::Pending
         }
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        // Choose now, not when the future is first polled: the chosen
+        // endpoint's slot is taken before the next poll_ready, so a queue
+        // above releases one request per free slot and keeps its order.
+        let first = self.shared.lock().dispatch(None, req);
+        let req = match first {
+            Ok(fut) => return Box::pin(async move { fut.await.map_err(Into::into) }),
+            Err((_, Some(no))) => return Box::pin(std::future::ready(Err(no.into()))),
+            Err((req, None)) => req,
+        };
         let pick = Dispatch {
             shared: self.shared.clone(),
             req: Some(req),
@@ -482,7 +519,7 @@ where
         let req = self.req.take().expect("polled after completion");
         let shared = self.shared.clone();
         let mut g = shared.lock();
-        match g.dispatch(cx, req) {
+        match g.dispatch(Some(cx.waker()), req) {
             Ok(fut) => Poll::Ready(Ok(fut)),
             Err((_, Some(no))) => Poll::Ready(Err(no.into())),
             Err((req, None)) => {

@@ -10,6 +10,8 @@ pub enum NoEndpointReason {
     NoEndpoints,
     /// No endpoint serves the requested model.
     ModelNotServed(String),
+    /// Every endpoint serving the model failed its health checks.
+    NoHealthy,
 }
 
 /// No endpoint can serve the request.
@@ -17,6 +19,7 @@ pub enum NoEndpointReason {
 #[error("{}", match &self.reason {
     NoEndpointReason::NoEndpoints => "no replica is configured".to_string(),
     NoEndpointReason::ModelNotServed(m) => format!("no replica serves model {m:?}"),
+    NoEndpointReason::NoHealthy => "no healthy replica: every replica serving this model fails its health checks".to_string(),
 })]
 pub struct NoEndpoint {
     /// Why.
@@ -26,7 +29,9 @@ pub struct NoEndpoint {
 impl ErrorResponse for NoEndpoint {
     fn status(&self) -> StatusCode {
         match self.reason {
-            NoEndpointReason::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
+            NoEndpointReason::NoEndpoints | NoEndpointReason::NoHealthy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             NoEndpointReason::ModelNotServed(_) => StatusCode::NOT_FOUND,
         }
     }
@@ -34,6 +39,7 @@ impl ErrorResponse for NoEndpoint {
         match self.reason {
             NoEndpointReason::NoEndpoints => "no_replica",
             NoEndpointReason::ModelNotServed(_) => "model_not_found",
+            NoEndpointReason::NoHealthy => "no_healthy_replica",
         }
     }
 }

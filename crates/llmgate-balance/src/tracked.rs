@@ -74,6 +74,10 @@ impl Service<Request<BufferedBody>> for Endpoint {
     type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Whatever keeps this endpoint pending (a full cap, an open breaker),
+        // a change of health, drain or ejection must wake the balancer: a
+        // request waiting for a replica learns then that none is healthy.
+        self.state.readiness.register(cx.waker());
         loop {
             match self.state.admission(Instant::now()) {
                 Admission::Open => {

@@ -45,6 +45,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod deadline;
 mod error;
 mod estimate;
 mod layer;
@@ -55,6 +56,7 @@ mod priority;
 mod routing;
 
 pub use client::{bearer_token, ClientKey, PeerAddr};
+pub use deadline::{Deadline, DeadlineFuture, DeadlineLayer, RequestTimeout};
 pub use error::{default_error_type, error_body, error_response, ErrorResponse, MetaError};
 pub use estimate::{CharsPerToken, TokenEstimator};
 pub use layer::{

@@ -19,6 +19,9 @@ pub fn map_error(err: &BoxError) -> Response {
     if let Some(x) = find_in_chain::<MetaError>(e) {
         return render(x);
     }
+    if let Some(x) = find_in_chain::<llmgate_core::RequestTimeout>(e) {
+        return render(x);
+    }
     if let Some(x) = find_in_chain::<llmgate_ratelimit::RateLimited>(e) {
         return render(x);
     }

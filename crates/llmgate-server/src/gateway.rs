@@ -14,7 +14,9 @@ use axum::Router;
 use http::{HeaderMap, HeaderName, Request, StatusCode};
 use http_body_util::BodyExt;
 use llmgate_balance::Fleet;
-use llmgate_core::{BufferedBody, ClientKey, MetaLayer, PeerAddr, Priority, ServedBy};
+use llmgate_core::{
+    BufferedBody, ClientKey, DeadlineLayer, MetaLayer, PeerAddr, Priority, ServedBy,
+};
 
 use crate::metered::MeteredBody;
 use llmgate_queue::{PriorityQueueLayer, QueueHandle};
@@ -90,7 +92,9 @@ pub fn build_stack(config: &Config, fleet: &Fleet) -> (GatewayService, Option<Qu
                 .map_err(Into::<BoxError>::into),
         );
     }
-    let inner = stage;
+    // The request deadline covers queueing, retries and waiting for a
+    // replica, up to the answer's head.
+    let inner = BoxCloneSyncService::new(DeadlineLayer.layer(stage));
 
     let tiers = crate::tiers::TierTable::from_config(config);
     let meta = MetaLayer::new()

@@ -122,6 +122,11 @@ pub fn fleet_config(config: &Config) -> Result<FleetConfig, String> {
 /// global Prometheus recorder (only once per process).
 pub async fn start(config: Config, install_metrics: bool) -> Result<Running, String> {
     let fleet_cfg = fleet_config(&config)?;
+    let recorder = if install_metrics {
+        Some(crate::telemetry::install_recorder()?)
+    } else {
+        None
+    };
     let (specs, sim) = if config.replicas.is_empty() {
         let mut configs = Vec::new();
         for (i, p) in config.sim.replicas.iter().enumerate() {
@@ -165,17 +170,17 @@ pub async fn start(config: Config, install_metrics: bool) -> Result<Running, Str
         .map_err(|e| format!("server.admin_listen {}: {e}", config.server.admin_listen))?;
     let admin_addr = admin_listener.local_addr().map_err(|e| e.to_string())?;
 
-    let metrics_addr = if install_metrics {
-        Some(
+    let metrics_addr = match recorder {
+        Some(handle) => Some(
             crate::telemetry::start_metrics(
+                handle,
                 config.server.metrics_listen,
                 fleet.clone(),
                 queue.clone(),
             )
             .await?,
-        )
-    } else {
-        None
+        ),
+        None => None,
     };
 
     let (tx, rx) = watch::channel(false);

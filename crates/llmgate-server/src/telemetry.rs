@@ -7,25 +7,32 @@ use axum::routing::get;
 use axum::Router;
 use llmgate_balance::Fleet;
 use llmgate_queue::QueueHandle;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Latency buckets in seconds: 5 ms to 2 minutes (chat to long reasoning).
 const BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
-/// Installs the global recorder, serves it on `addr` and refreshes the fleet
-/// gauges every second. Returns the bound address.
+/// Installs the global Prometheus recorder. Call it before building layers:
+/// a layer that registers its metrics when built would otherwise register
+/// them with no recorder, and they would never show up.
+pub fn install_recorder() -> Result<PrometheusHandle, String> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))
+}
+
+/// Serves `handle` on `addr` and refreshes the fleet gauges every second.
+/// Returns the bound address.
 pub async fn start_metrics(
+    handle: PrometheusHandle,
     addr: SocketAddr,
     fleet: Fleet,
     queue: Option<QueueHandle>,
 ) -> Result<SocketAddr, String> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
-        .map_err(|e| e.to_string())?
-        .install_recorder()
-        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("server.metrics_listen {addr}: {e}"))?;

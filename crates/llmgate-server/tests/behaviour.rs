@@ -185,13 +185,9 @@ async fn blocker(running: &Running, sim: &SimFleet) -> TcpStream {
     s
 }
 
-// Today the queue empties in one burst when the slot frees: the balancer's
-// `poll_ready` stays Ready because `call` only picks an endpoint when its
-// future is first polled, so every queued request moves into the balancer's
-// dispatch wait and is served in no particular order. Un-ignore once `call`
-// reserves the endpoint synchronously.
+// The balancer's `call` takes the endpoint's slot at once, so the queue
+// releases one request per free slot and priority order holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: GpuAwareBalance::call dispatches lazily, so the queue drains at once and priority is lost"]
 async fn critical_request_overtakes_queued_batch_requests() {
     let (running, sim) = one_slot_gateway(base_config()).await;
     let c = client();
@@ -403,17 +399,15 @@ async fn all_replicas_killed_get_a_clear_error_without_retries() {
     killed_fleet(false).await;
 }
 
-// With retries on (the default), a retry that finds no ready replica waits
-// in the balancer's dispatch with no deadline: the request never gets an
-// answer. Un-ignore once a request's deadline bounds that wait.
+// With retries on (the default): once no replica is healthy the balancer
+// answers at once instead of letting retries wait for one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a retry waits forever in GpuAwareBalance's Dispatch when no replica is ready"]
 async fn all_replicas_hung_get_a_clear_error() {
     hung_fleet(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: a retry waits forever in GpuAwareBalance's Dispatch when no replica is ready"]
+
 async fn all_replicas_killed_get_a_clear_error() {
     killed_fleet(true).await;
 }

@@ -1,8 +1,7 @@
 //! The queue's and the breakers' own Prometheus series. Its own test binary
-//! (the recorder is global to a process), and ignored until fixed: the queue
-//! and the breakers take their metric handles when they are built, and
-//! `serve::start` builds them before it installs the recorder, so these
-//! series never reach `/metrics`. Run with `--ignored`.
+//! (the recorder is global to a process). The queue and the breakers take
+//! their metric handles when they are built, so `serve::start` must install
+//! the recorder before building them.
 
 use std::time::Duration;
 
@@ -53,7 +52,6 @@ fn has_series(text: &str, name: &str) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: serve::start builds the queue and breakers before installing the recorder"]
 async fn metrics_endpoint_has_queue_and_breaker_series() {
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".parse().unwrap();
