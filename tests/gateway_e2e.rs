@@ -183,3 +183,67 @@ async fn killed_replica_loses_no_request() {
     );
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_file_is_watched_live() {
+    use llmgate_sim::{SimConfig, SimFleet};
+    let sim = SimFleet::spawn(vec![
+        SimConfig::default().with_speedup(50.0).with_id("file-a"),
+        SimConfig::default().with_speedup(50.0).with_id("file-b"),
+    ])
+    .unwrap();
+    let urls = sim.urls();
+    let dir = std::env::temp_dir().join(format!("llmgate-replicas-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("replicas.toml");
+    let entry = |id: &str, url: &str| {
+        format!("[[replicas]]\nid = \"{id}\"\nurl = \"{url}\"\nmodels = [\"llama-3-8b\"]\n")
+    };
+    std::fs::write(&path, entry("file-a", &urls[0])).unwrap();
+
+    let mut config = test_config();
+    config.server.replicas_file = Some(path.clone());
+    config.server.replicas_watch_secs = 1;
+    config.server.drain_timeout_secs = 5;
+    let running = llmgate_server::serve::start(config, false).await.unwrap();
+    assert!(
+        running.sim.is_none(),
+        "a replicas file means no embedded fleet"
+    );
+    let base = format!("http://{}", running.addr);
+    let c = client();
+    let served_by = |c: HttpClient, base: String| async move {
+        let (status, headers, _) = post(
+            &c,
+            &format!("{base}/v1/completions"),
+            r#"{"model":"llama-3-8b","prompt":"x","max_tokens":2}"#,
+            &[],
+        )
+        .await;
+        assert_eq!(status, 200);
+        headers["x-sim-replica"].to_str().unwrap().to_string()
+    };
+    for _ in 0..4 {
+        assert_eq!(served_by(c.clone(), base.clone()).await, "file-a");
+    }
+
+    // Swap a for b in the file: b joins, a is drained and leaves.
+    std::fs::write(&path, entry("file-b", &urls[1])).unwrap();
+    let mut switched = false;
+    for _ in 0..250 {
+        if served_by(c.clone(), base.clone()).await == "file-b" {
+            switched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        switched,
+        "file-b never served a request after the file changed"
+    );
+    for _ in 0..4 {
+        assert_eq!(served_by(c.clone(), base.clone()).await, "file-b");
+    }
+    running.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -384,9 +384,10 @@ impl FleetHandle {
     }
 
     /// Watches a TOML file of `[[replicas]]` and applies its changes (add,
-    /// remove by draining, change weight or any field) every `interval`.
+    /// remove by draining within `drain`, change weight or any field) every
+    /// `interval`.
     /// A file that does not parse is logged and ignored until fixed.
-    pub fn watch_file(&self, path: PathBuf, interval: Duration) -> JoinHandle<()> {
+    pub fn watch_file(&self, path: PathBuf, interval: Duration, drain: Duration) -> JoinHandle<()> {
         let handle = self.clone();
         tokio::spawn(async move {
             let mut last: Option<String> = None;
@@ -395,7 +396,7 @@ impl FleetHandle {
                     Ok(text) if last.as_deref() != Some(text.as_str()) => {
                         match parse_replicas_file(&text) {
                             Ok(specs) => {
-                                if let Err(e) = handle.sync(specs, Duration::from_secs(30)) {
+                                if let Err(e) = handle.sync(specs, drain) {
                                     tracing::warn!(file = %path.display(), error = %e, "replica file rejected");
                                 }
                             }

@@ -557,9 +557,11 @@ async fn file_watch_adds_and_removes_replicas_live() {
 
     let fleet = Fleet::new(config(), Vec::new()).unwrap();
     let svc = fleet.service();
-    let watch = fleet
-        .handle()
-        .watch_file(path.clone(), Duration::from_millis(50));
+    let watch = fleet.handle().watch_file(
+        path.clone(),
+        Duration::from_millis(50),
+        Duration::from_secs(30),
+    );
     wait_for("a from the file", || {
         let fleet = fleet.clone();
         async move { ids(&fleet) == ["a"] }

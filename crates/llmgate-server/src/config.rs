@@ -208,6 +208,13 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Overall limit on one request, queueing and retries included.
     pub request_timeout_secs: u64,
+    /// A TOML file of `[[replicas]]` tables, watched for changes every
+    /// `replicas_watch_secs`: added replicas join, removed ones are drained
+    /// (within `drain_timeout_secs`), changed ones are replaced without
+    /// dropping in-flight requests. Excludes `[[replicas]]` in this file.
+    pub replicas_file: Option<std::path::PathBuf>,
+    /// How often `replicas_file` is checked.
+    pub replicas_watch_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -220,6 +227,8 @@ impl Default for ServerConfig {
             drain_timeout_secs: 30,
             max_body_bytes: 8 * 1024 * 1024,
             request_timeout_secs: 300,
+            replicas_file: None,
+            replicas_watch_secs: 2,
         }
     }
 }
@@ -234,6 +243,8 @@ impl fmt::Debug for ServerConfig {
             .field("drain_timeout_secs", &self.drain_timeout_secs)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("replicas_file", &self.replicas_file)
+            .field("replicas_watch_secs", &self.replicas_watch_secs)
             .finish()
     }
 }
@@ -754,7 +765,7 @@ impl Config {
 
     /// Whether the embedded simulated fleet is to be served (no replicas).
     pub fn uses_sim(&self) -> bool {
-        self.replicas.is_empty()
+        self.replicas.is_empty() && self.server.replicas_file.is_none()
     }
 
     /// The tier an API key belongs to.
@@ -976,6 +987,18 @@ impl Config {
     }
 
     fn validate_replicas(&self) -> Result<(), ConfigError> {
+        if self.server.replicas_file.is_some() && !self.replicas.is_empty() {
+            return Err(ConfigError::invalid(
+                "server.replicas_file",
+                "the replicas come from this file or from [[replicas]], not both",
+            ));
+        }
+        if self.server.replicas_watch_secs == 0 {
+            return Err(ConfigError::invalid(
+                "server.replicas_watch_secs",
+                "must be greater than 0",
+            ));
+        }
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (i, r) in self.replicas.iter().enumerate() {
             let key = |field: &str| format!("replicas[{i}].{field}");
@@ -1692,6 +1715,12 @@ priority = 4
             e.to_string(),
             "replicas[0].max_concurrent: must be greater than 0"
         );
+        let e = invalid(
+            "[server]\nreplicas_file = \"r.toml\"\n[[replicas]]\nid = \"a\"\nurl = \"http://h:1\"\n",
+        );
+        assert_eq!(e.key(), Some("server.replicas_file"));
+        let c = Config::from_toml_str("[server]\nreplicas_file = \"r.toml\"\n").unwrap();
+        assert!(!c.uses_sim(), "a replicas file means real replicas");
     }
 
     #[test]

@@ -104,7 +104,7 @@ async fn serve(
         eprintln!("llmgate: config error: {e}");
         return 2;
     }
-    let simulated = config.replicas.is_empty();
+    let simulated = config.uses_sim();
     let running = match llmgate_server::serve::start(config, true).await {
         Ok(r) => r,
         Err(e) => {

@@ -127,7 +127,7 @@ pub async fn start(config: Config, install_metrics: bool) -> Result<Running, Str
     } else {
         None
     };
-    let (specs, sim) = if config.replicas.is_empty() {
+    let (specs, sim) = if config.uses_sim() {
         let mut configs = Vec::new();
         for (i, p) in config.sim.replicas.iter().enumerate() {
             let profile = p.parse().map_err(|e| format!("sim.replicas[{i}]: {e}"))?;
@@ -153,6 +153,22 @@ pub async fn start(config: Config, install_metrics: bool) -> Result<Running, Str
         (specs, None)
     };
     let fleet = Fleet::new(fleet_cfg, specs).map_err(|e| e.to_string())?;
+    if let Some(path) = &config.server.replicas_file {
+        // Read once now so a broken file stops start-up with a clear error.
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("server.replicas_file {}: {e}", path.display()))?;
+        let specs = llmgate_balance::parse_replicas_file(&text)
+            .map_err(|e| format!("server.replicas_file {}: {e}", path.display()))?;
+        fleet
+            .handle()
+            .sync(specs, config.server.drain_timeout())
+            .map_err(|e| format!("server.replicas_file {}: {e}", path.display()))?;
+        fleet.handle().watch_file(
+            path.clone(),
+            Duration::from_secs(config.server.replicas_watch_secs),
+            config.server.drain_timeout(),
+        );
+    }
     let (gateway, queue) = build_stack(&config, &fleet);
     let state = AppState {
         gateway,
