@@ -111,6 +111,8 @@ struct Member {
     state: Arc<EndpointState>,
     breaker: Option<BreakerHandle>,
     tasks: Vec<JoinHandle<()>>,
+    /// Dropping it stops the member's telemetry scraping.
+    _scrape: Option<llmgate_telemetry::ScrapeHandle>,
 }
 
 impl Drop for Member {
@@ -271,6 +273,7 @@ impl FleetHandle {
                 Arc::downgrade(&self.inner),
             )));
         }
+        let mut scrape = None;
         if let Some((interval, timeout)) = cfg.scrape {
             let metrics_url = spec
                 .metrics_url
@@ -285,13 +288,10 @@ impl FleetHandle {
             if let Some(g) = spec.gpu_url.clone().filter(|g| !g.is_empty()) {
                 target = target.gpu_url(g);
             }
-            let (cell, scrape) = Scraper::spawn(target, llmgate_telemetry::scrape_client());
+            // The fleet's one pooled client scrapes too.
+            let (cell, handle) = Scraper::spawn(target, self.inner.client.clone());
             state.set_telemetry(cell);
-            tasks.push(tokio::spawn(async move {
-                // Keeps the scrape task's guard alive as long as the member.
-                let _scrape = scrape;
-                std::future::pending::<()>().await
-            }));
+            scrape = Some(handle);
         }
         let id = state.id().clone();
         self.inner.members.lock().insert(
@@ -300,6 +300,7 @@ impl FleetHandle {
                 state,
                 breaker,
                 tasks,
+                _scrape: scrape,
             },
         );
         let _ = self.inner.tx.send(Change::Insert(id, endpoint));
