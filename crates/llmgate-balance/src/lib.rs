@@ -1,4 +1,88 @@
-//! `GpuAwareBalance`: balancing LLM requests over replicas by GPU and engine load.
+//! `GpuAwareBalance`: balancing LLM requests over replicas by GPU and engine
+//! load, with the routing strategies users choose between.
+//!
+//! # Shape
+//!
+//! * [`GpuAwareBalance`] is a `tower::Service` over any
+//!   `tower::discover::Discover` whose endpoints report
+//!   `tower::load::Load<Metric = EndpointLoad>` and expose their
+//!   [`EndpointState`]. It keeps tower's `ReadyCache`: endpoints that are not
+//!   ready (at their cap, breaker open, unhealthy, draining, ejected) wait in
+//!   its pending set and are never picked, and an endpoint never reports an
+//!   error for a transient reason (the cache would drop it for good).
+//! * It departs from tower's `p2c::Balance` in three ways, each for a reason:
+//!   the choice is made in `call`, because model, prefix and session decide
+//!   it and those are in the request; the choice is a pluggable [`strategy`];
+//!   and the pool is shared by cheap clones (behind one mutex, with a waker
+//!   that fans out to every waiting task), so it can sit below a retry layer
+//!   and a priority queue at once. `call` takes the chosen endpoint's slot
+//!   at once, so a queue above releases one request per free slot.
+//! * [`Fleet`] is the ready-made pool of HTTP replicas: one pooled hyper
+//!   client, a per-endpoint stack of [`Endpoint`] (admission gate, load
+//!   tracked to the end of the stream) → circuit breaker in not-ready mode →
+//!   [`Attempt`] (per-attempt timeouts that answer only once the first
+//!   chunk is in, so a replica that hangs is retried elsewhere), plus active
+//!   health checks, outlier ejection, telemetry scraping (engine
+//!   `/metrics`, GPU `/gpu`), and run-time changes through [`FleetHandle`]
+//!   (admin API, watched file).
+//!
+//! # Load
+//!
+//! [`LoadView::cost`] is the [`EndpointLoad`]: `(queue + 1) × (1 + ttft)`
+//! inflated by KV-cache pressure and recent errors, divided by weight, where
+//! `queue` is the larger of this balancer's in-flight requests and the
+//! engine's own running + waiting (when its telemetry is fresh; stale
+//! telemetry is never used).
+//!
+//! # Strategies
+//!
+//! | name | picks |
+//! |---|---|
+//! | `round_robin` | each endpoint in turn |
+//! | `weighted_round_robin` | smooth WRR by weight |
+//! | `least_connections` | fewest in flight |
+//! | `least_loaded` | lowest `0.7 × in-flight + 0.3 × engine queue` |
+//! | `gpu_aware` | under GPU thresholds, lowest GPU score; else least loaded |
+//! | `adaptive` | weighted composite of load, latency, errors, GPU |
+//! | `p2c` (default) | the cheaper of two random endpoints by `EndpointLoad` |
+//! | `cache_affinity` | the longest cached prefix, unless overloaded |
+//! | `sticky` | consistent hashing of the session with bounded load |
+//!
+//! # Example
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::Request;
+//! use http_body_util::{BodyExt, Full};
+//! use llmgate_balance::{EndpointSpec, Fleet, FleetConfig, StrategyKind};
+//! use llmgate_core::{EndpointKind, RequestMeta};
+//! use llmgate_sim::{SimConfig, SimFleet};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! let sim = SimFleet::spawn(vec![SimConfig::default().with_speedup(100.0); 2])?;
+//! let specs = sim
+//!     .replicas()
+//!     .iter()
+//!     .map(|r| EndpointSpec::new(r.id(), r.url()).models(["llama-3-8b"]))
+//!     .collect();
+//! let mut config = FleetConfig::default();
+//! config.balance.strategy = StrategyKind::LeastConnections;
+//! let fleet = Fleet::new(config, specs)?;
+//!
+//! let mut req = Request::post("/v1/completions")
+//!     .body(Full::new(Bytes::from(r#"{"model":"llama-3-8b","prompt":"Hi","max_tokens":4}"#)))?;
+//! req.extensions_mut()
+//!     .insert(RequestMeta::new(EndpointKind::Completions).with_model("llama-3-8b"));
+//! let res = fleet.service().oneshot(req).await?;
+//! assert!(res.status().is_success());
+//! let body = res.into_body().collect().await?.to_bytes();
+//! assert!(String::from_utf8_lossy(&body).contains("usage"));
+//! # sim.shutdown();
+//! # Ok(())
+//! # }
+//! ```
 #![warn(missing_docs, rust_2018_idioms)]
 
 mod attempt;
