@@ -247,3 +247,92 @@ async fn replicas_file_is_watched_live() {
     running.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnect_cancels_the_upstream_request() {
+    let mut config = test_config();
+    config.sim.speedup = 1.0;
+    config.sim.replicas = vec!["h100-8b".into()];
+    let running = llmgate_server::serve::start(config, false).await.unwrap();
+    let replica = &running.sim.as_ref().unwrap().replicas()[0];
+    let c = client();
+    let req = http::Request::post(format!("http://{}/v1/completions", running.addr))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            r#"{"model":"llama-3-8b","prompt":"tell me a long story","max_tokens":4000,"stream":true}"#,
+        )))
+        .unwrap();
+    let res = c.request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut body = res.into_body();
+    // The first chunk arrives: the replica is generating for us.
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+    assert_eq!(replica.counters().running, 1);
+    // The client goes away mid-stream.
+    drop(body);
+    let mut cancelled = false;
+    for _ in 0..500 {
+        if replica.counters().running == 0 {
+            cancelled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        cancelled,
+        "the replica kept generating for a client that left"
+    );
+    assert_eq!(
+        replica.counters().requests_completed,
+        0,
+        "a 4,000-token answer at real time cannot have finished"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_adds_a_replica_that_then_takes_traffic() {
+    use llmgate_sim::{SimConfig, SimFleet};
+    let extra = SimFleet::spawn(vec![SimConfig::default()
+        .with_speedup(50.0)
+        .with_id("added")])
+    .unwrap();
+    let mut config = test_config();
+    config.sim.replicas = vec!["h100-8b".into()];
+    let running = llmgate_server::serve::start(config, false).await.unwrap();
+    let c = client();
+    let admin = format!("http://{}", running.admin_addr);
+    let spec = serde_json::json!({"id": "added", "url": extra.urls()[0], "models": ["llama-3-8b"]});
+    let req = http::Request::post(format!("{admin}/admin/replicas"))
+        .body(Full::new(Bytes::from(spec.to_string())))
+        .unwrap();
+    assert_eq!(c.request(req).await.unwrap().status(), 201);
+    // A bad spec is refused with a reason.
+    let req = http::Request::post(format!("{admin}/admin/replicas"))
+        .body(Full::new(Bytes::from(r#"{"id":"x","url":"ftp://nope"}"#)))
+        .unwrap();
+    let res = c.request(req).await.unwrap();
+    assert_eq!(res.status(), 400);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        String::from_utf8_lossy(&body).contains("http://"),
+        "{body:?}"
+    );
+
+    running.fleet.set_strategy("round_robin".parse().unwrap());
+    let mut seen_added = false;
+    for _ in 0..20 {
+        let (status, headers, _) = post(
+            &c,
+            &format!("http://{}/v1/completions", running.addr),
+            r#"{"model":"llama-3-8b","prompt":"x","max_tokens":2}"#,
+            &[],
+        )
+        .await;
+        assert_eq!(status, 200);
+        seen_added |= headers["x-sim-replica"] == "added";
+    }
+    assert!(seen_added, "the added replica never served");
+    running.shutdown().await;
+}

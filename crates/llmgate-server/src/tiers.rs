@@ -76,3 +76,49 @@ pub fn rate_limit_layer(config: &Config) -> RateLimitLayer {
     }
     b.build()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TierConfig;
+
+    fn config() -> Config {
+        let mut c = Config::default();
+        c.ratelimit.requests_per_minute = 600;
+        c.ratelimit.request_burst = 60;
+        c.ratelimit.tokens_per_minute = Some(100_000);
+        c.tiers = vec![TierConfig {
+            name: "gold".into(),
+            api_keys: vec!["sk-gold".into()],
+            priority: Priority::High,
+            requests_per_minute: Some(6_000),
+            tokens_per_minute: None,
+        }];
+        c
+    }
+
+    #[test]
+    fn tier_keys_get_their_priority_by_hash() {
+        let t = TierTable::from_config(&config());
+        assert_eq!(
+            t.priority_of(&ClientKey::from_bearer("sk-gold")),
+            Some(Priority::High)
+        );
+        assert_eq!(t.priority_of(&ClientKey::from_bearer("sk-other")), None);
+        assert!(!format!("{t:?}").contains("sk-gold"));
+    }
+
+    #[test]
+    fn a_tier_inherits_the_limits_it_does_not_set() {
+        let layer = rate_limit_layer(&config());
+        let tier = layer.limiter().tier_of(&ClientKey::from_bearer("sk-gold"));
+        assert_eq!(tier.requests.map(|l| l.amount()), Some(6_000));
+        assert_eq!(
+            tier.tokens.map(|l| l.amount()),
+            Some(100_000),
+            "tokens_per_minute unset in the tier: [ratelimit]'s"
+        );
+        let default = layer.limiter().tier_of(&ClientKey::from_id("someone"));
+        assert_eq!(default.requests.map(|l| l.amount()), Some(600));
+    }
+}
