@@ -71,15 +71,8 @@ pub async fn run(args: BenchArgs) -> i32 {
     };
     let mut rows = Vec::new();
     for (i, kind) in kinds.iter().enumerate() {
-        eprint!(
-            "\r[{}/{}] {:<22} running {} requests...",
-            i + 1,
-            kinds.len(),
-            kind.as_str(),
-            requests.len()
-        );
-        let _ = std::io::stderr().flush();
-        match run_one(&args, *kind, &requests).await {
+        let label = format!("[{}/{}] {:<22}", i + 1, kinds.len(), kind.as_str());
+        match run_one(&args, *kind, &requests, &label).await {
             Ok(report) => rows.push((*kind, report)),
             Err(e) => {
                 eprintln!("\nllmgate bench: {kind}: {e}");
@@ -87,7 +80,7 @@ pub async fn run(args: BenchArgs) -> i32 {
             }
         }
     }
-    eprintln!("\r{:<70}", "done.");
+    eprintln!("\r{:<90}", "done.");
     println!(
         "workload {} ({} requests, seed {}), fleet {}, speedup {}x; latencies in simulated seconds",
         args.workload, args.requests, args.seed, args.fleet, args.speedup
@@ -104,6 +97,7 @@ async fn run_one(
     args: &BenchArgs,
     kind: StrategyKind,
     requests: &[llmgate_sim::workload::WorkloadRequest],
+    label: &str,
 ) -> Result<LoadReport, String> {
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".parse().expect("addr");
@@ -118,7 +112,7 @@ async fn run_one(
     config.ratelimit.enabled = false;
     let running = crate::serve::start(config, false).await?;
     let base = format!("http://{}", running.addr);
-    let report = llmgate_sim::load::run(
+    let run = llmgate_sim::load::run(
         &base,
         requests,
         LoadOptions {
@@ -126,10 +120,38 @@ async fn run_one(
             max_wall: Duration::from_secs(args.max_wall_secs),
             time_scale: args.speedup,
         },
-    )
-    .await;
+    );
+    tokio::pin!(run);
+    // Progress from the replicas' own counters, redrawn on one line.
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let report = loop {
+        tokio::select! {
+            report = &mut run => break report,
+            _ = tick.tick() => {
+                let done: u64 = running
+                    .sim
+                    .iter()
+                    .flat_map(|s| s.replicas())
+                    .map(|r| r.counters().requests_completed)
+                    .sum();
+                eprint!("\r{label} {}", bar(done as usize, requests.len()));
+                let _ = std::io::stderr().flush();
+            }
+        }
+    };
     running.shutdown().await;
     Ok(report)
+}
+
+/// A 30-character progress bar with a count.
+fn bar(done: usize, total: usize) -> String {
+    let total = total.max(1);
+    let filled = (done.min(total) * 30) / total;
+    format!(
+        "[{}{}] {done}/{total}",
+        "#".repeat(filled),
+        "-".repeat(30 - filled)
+    )
 }
 
 /// The comparison table; latencies converted to simulated seconds.
