@@ -9,7 +9,7 @@
 #
 # Environment:
 #   LLMGATE_BIN   gateway binary (default: $CARGO_TARGET_DIR/release/llmgate,
-#                 CARGO_TARGET_DIR defaulting to target-overhead; built with
+#                 CARGO_TARGET_DIR defaulting to target; built with
 #                 `cargo build --release -p llmgate-server` when missing)
 #   DURATION      seconds per wrk run (default 10), after a 2 s warm-up
 #   RUNS          rounds; each round runs direct, nginx, llmgate in turn and
@@ -26,7 +26,7 @@ set -euo pipefail
 
 ROOT=$(git rev-parse --show-toplevel 2>/dev/null || pwd)
 cd "$ROOT"
-TARGET_DIR=${CARGO_TARGET_DIR:-target-overhead}
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
 LLMGATE_BIN=${LLMGATE_BIN:-$TARGET_DIR/release/llmgate}
 DURATION=${DURATION:-10}
 RUNS=${RUNS:-3}
@@ -182,6 +182,10 @@ url = "http://127.0.0.1:$REPLICA_PORT"
 models = []
 metrics_url = ""
 EOF
+# Extra TOML for experiments, e.g. LLMGATE_EXTRA_TOML=$'[queue]\nenabled = false'.
+if [ -n "${LLMGATE_EXTRA_TOML:-}" ]; then
+    printf '%s\n' "$LLMGATE_EXTRA_TOML" >>"$TMP/llmgate.toml"
+fi
 
 cat >"$TMP/post.lua" <<'EOF'
 wrk.method = "POST"

@@ -15,7 +15,7 @@ measurement is the gateway's cost of holding the streams, not Python's.
 
 Binaries: $LLMGATE_BIN and $LLMGATE_SIM_BIN, default
 $CARGO_TARGET_DIR/release/{llmgate,llmgate-sim} with CARGO_TARGET_DIR
-defaulting to target-overhead; built with `cargo build --release` when
+defaulting to target; built with `cargo build --release` when
 missing. The gateway needs two descriptors per stream (client + upstream):
 the script raises RLIMIT_NOFILE to the hard limit for itself and its
 children, and lowers --streams (saying so) when the hard limit is too small.
@@ -221,7 +221,7 @@ def main():
     root = subprocess.run(
         ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True
     ).stdout.strip() or os.getcwd()
-    target_dir = os.environ.get("CARGO_TARGET_DIR", "target-overhead")
+    target_dir = os.environ.get("CARGO_TARGET_DIR", "target")
     gw_bin = binary("LLMGATE_BIN", "llmgate", "llmgate-server", target_dir, root)
     sim_bin = binary("LLMGATE_SIM_BIN", "llmgate-sim", "llmgate-sim", target_dir, root)
 

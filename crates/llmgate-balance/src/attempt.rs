@@ -34,6 +34,10 @@ pub fn http_client(h2c: bool) -> HttpClient {
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(5)));
     Client::builder(TokioExecutor::new())
+        // Answers arrive as small SSE chunks; a fixed 4 KiB read buffer
+        // keeps each of thousands of open streams from growing its own
+        // to 16 KiB and more.
+        .http1_read_buf_exact_size(4096)
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024)
         .http2_only(h2c)
