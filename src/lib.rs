@@ -44,3 +44,8 @@ pub use llmgate_ratelimit as ratelimit;
 pub use llmgate_retry as retry;
 #[cfg(feature = "telemetry")]
 pub use llmgate_telemetry as telemetry;
+
+/// The README's code, compiled as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
