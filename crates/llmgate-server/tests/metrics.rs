@@ -4,17 +4,14 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use llmgate_server::config::Config;
+use http_body_util::BodyExt;
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+mod common;
+use common::*;
 
 /// Series that must appear once some traffic went through, with the layer
 /// that records each.
-const SERIES: [&str; 10] = [
+const SERIES: [&str; 14] = [
     // gateway
     "llmgate_requests_total",
     // fleet gauges, refreshed every second
@@ -32,19 +29,14 @@ const SERIES: [&str; 10] = [
     "llmgate_time_to_first_token_seconds",
     // rate limiter
     "llmgate_ratelimit_allowed_total",
+    // per-replica total latency (queue time included)
+    "llmgate_request_duration_seconds",
+    // the queue and the breakers take their handles when built, so these
+    // prove the recorder is installed before the stack is built
+    "llmgate_queue_depth",
+    "llmgate_queue_wait_seconds",
+    "llmgate_breaker_state",
 ];
-
-async fn post(c: &HttpClient, url: &str, body: &'static str) -> u16 {
-    let req = http::Request::post(url)
-        .header("content-type", "application/json")
-        .header("x-client-id", "metrics-test")
-        .body(Full::new(Bytes::from_static(body.as_bytes())))
-        .unwrap();
-    let res = c.request(req).await.unwrap();
-    let status = res.status().as_u16();
-    let _ = res.into_body().collect().await.unwrap();
-    status
-}
 
 async fn scrape(c: &HttpClient, url: &str) -> String {
     let res = c.get(url.parse().unwrap()).await.unwrap();
@@ -65,16 +57,13 @@ fn has_series(text: &str, name: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_endpoint_has_the_named_series() {
-    let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
-    config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
+    let mut config = base_config();
     config.server.metrics_listen = "127.0.0.1:0".parse().unwrap();
-    config.sim.speedup = 50.0;
-    config.health.interval_secs = 1;
     config.ratelimit.enabled = true;
     let running = llmgate_server::serve::start(config, true).await.unwrap();
     let metrics_addr = running.metrics_addr.expect("metrics listener");
-    let c: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let c = client();
+    let me = [("x-client-id", "metrics-test")];
     let base = format!("http://{}", running.addr);
 
     for _ in 0..3 {
@@ -82,20 +71,26 @@ async fn metrics_endpoint_has_the_named_series() {
             &c,
             &format!("{base}/v1/chat/completions"),
             r#"{"model":"llama-3-8b","messages":[{"role":"user","content":"hi"}],"max_tokens":4}"#,
+            &me,
         )
-        .await;
+        .await
+        .0;
         assert_eq!(s, 200);
         let s = post(
             &c,
             &format!("{base}/v1/completions"),
             r#"{"model":"llama-3-8b","prompt":"hi","max_tokens":4,"stream":true}"#,
+            &me,
         )
-        .await;
+        .await
+        .0;
         assert_eq!(s, 200);
     }
     // An error outcome too.
     assert_eq!(
-        post(&c, &format!("{base}/v1/completions"), "{not json").await,
+        post(&c, &format!("{base}/v1/completions"), "{not json", &me)
+            .await
+            .0,
         400
     );
 

@@ -1,51 +1,19 @@
-//! End to end: the gateway in process in front of a simulated fleet.
+//! End to end: the gateway in process in front of a simulated fleet:
+//! completions and SSE relay, `/v1/models`, error shapes, the admin API,
+//! replicas killed, drained, added or read from a watched file, and client
+//! disconnects.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use llmgate_server::config::Config;
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
-
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-async fn post(
-    c: &HttpClient,
-    url: &str,
-    body: &str,
-    headers: &[(&str, &str)],
-) -> (u16, http::HeaderMap, Bytes) {
-    let mut b = http::Request::post(url).header("content-type", "application/json");
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let res = c
-        .request(b.body(Full::new(Bytes::from(body.to_string()))).unwrap())
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, body)
-}
-
-fn test_config() -> Config {
-    let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
-    config.server.admin_listen = "127.0.0.1:0".parse().unwrap();
-    config.sim.speedup = 50.0;
-    config.health.interval_secs = 1;
-    config
-}
+mod common;
+use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completions_stream_models_errors_and_admin() {
-    let running = llmgate_server::serve::start(test_config(), false)
+    let running = llmgate_server::serve::start(base_config(), false)
         .await
         .unwrap();
     let base = format!("http://{}", running.addr);
@@ -152,7 +120,7 @@ async fn completions_stream_models_errors_and_admin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_replica_loses_no_request() {
-    let mut config = test_config();
+    let mut config = base_config();
     config.health.unhealthy_threshold = 1;
     let running = llmgate_server::serve::start(config, false).await.unwrap();
     let base = format!("http://{}", running.addr);
@@ -201,7 +169,7 @@ async fn replicas_file_is_watched_live() {
     };
     std::fs::write(&path, entry("file-a", &urls[0])).unwrap();
 
-    let mut config = test_config();
+    let mut config = base_config();
     config.server.replicas_file = Some(path.clone());
     config.server.replicas_watch_secs = 1;
     config.server.drain_timeout_secs = 5;
@@ -250,7 +218,7 @@ async fn replicas_file_is_watched_live() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_disconnect_cancels_the_upstream_request() {
-    let mut config = test_config();
+    let mut config = base_config();
     config.sim.speedup = 1.0;
     config.sim.replicas = vec!["h100-8b".into()];
     let running = llmgate_server::serve::start(config, false).await.unwrap();
@@ -298,7 +266,7 @@ async fn admin_adds_a_replica_that_then_takes_traffic() {
         .with_speedup(50.0)
         .with_id("added")])
     .unwrap();
-    let mut config = test_config();
+    let mut config = base_config();
     config.sim.replicas = vec!["h100-8b".into()];
     let running = llmgate_server::serve::start(config, false).await.unwrap();
     let c = client();
