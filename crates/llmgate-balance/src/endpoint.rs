@@ -161,18 +161,28 @@ struct Ewma {
 }
 
 impl Ewma {
-    /// Peak-EWMA: a new sample above the average replaces it at once (so a
-    /// slow replica is noticed immediately); below it, it decays in.
+    /// The estimate at `now`: it decays toward zero while no sample arrives
+    /// (as tower's `PeakEwma` does), so an endpoint that one slow answer
+    /// priced out of every pick is tried again, and gives a new sample,
+    /// instead of staying shunned for good. `None` before the first sample.
+    fn value_at(&self, now: Instant) -> Option<f64> {
+        let at = self.at?;
+        let dt = now.saturating_duration_since(at).as_secs_f64();
+        Some(self.value_s * (-dt / EWMA_DECAY.as_secs_f64()).exp())
+    }
+
+    /// Peak-EWMA: a sample above the (decayed) estimate replaces it at once,
+    /// so a slow replica is noticed immediately; below it, it blends in by
+    /// how much time has passed.
     fn observe(&mut self, sample_s: f64, now: Instant) {
-        match self.at {
-            None => self.value_s = sample_s,
-            Some(_) if sample_s > self.value_s => self.value_s = sample_s,
-            Some(prev) => {
+        self.value_s = match (self.at, self.value_at(now)) {
+            (Some(prev), Some(current)) if sample_s <= current => {
                 let dt = now.saturating_duration_since(prev).as_secs_f64();
                 let w = (-dt / EWMA_DECAY.as_secs_f64()).exp();
-                self.value_s = self.value_s * w + sample_s * (1.0 - w);
+                current * w + sample_s * (1.0 - w)
             }
-        }
+            _ => sample_s,
+        };
         self.at = Some(now);
     }
 }
@@ -417,9 +427,13 @@ impl EndpointState {
     /// A point-in-time view of the load, trusting telemetry only while it is
     /// younger than `staleness`.
     pub fn load_view(&self, staleness: Duration) -> LoadView {
+        let now = Instant::now();
         let (latency, ttft, error_rate) = {
             let s = self.stats.lock();
-            (s.latency.value_s, s.ttft.value_s, s.error_rate)
+            // A sample decayed to nothing still counts as "answered": keep a
+            // floor of 1 ms so it never reads as "no sample yet" (0).
+            let seen = |e: &Ewma| e.value_at(now).map_or(0.0, |v| v.max(0.001));
+            (seen(&s.latency), seen(&s.ttft), s.error_rate)
         };
         let snapshot = self
             .telemetry
@@ -463,4 +477,28 @@ pub enum Admission {
     Draining,
     /// Ejected as an outlier until then.
     Ejected(Instant),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_sample_decays_while_the_endpoint_gets_no_traffic() {
+        let state = EndpointState::new(EndpointSpec::new("r0", "http://127.0.0.1:1"));
+        assert_eq!(state.load_view(Duration::from_secs(30)).ttft_s, 0.0);
+        state.observe_ttft(Duration::from_millis(50), Instant::now());
+        // One slow answer: the estimate jumps at once (peak).
+        state.observe_ttft(Duration::from_secs(2), Instant::now());
+        assert_eq!(state.load_view(Duration::from_secs(30)).ttft_s, 2.0);
+        // No traffic for three decay periods: it has come most of the way down,
+        // so the endpoint is tried again instead of staying shunned.
+        tokio::time::advance(EWMA_DECAY * 3).await;
+        let later = state.load_view(Duration::from_secs(30)).ttft_s;
+        assert!(later < 0.11 && later > 0.0, "{later}");
+        // A fast sample now blends in below the decayed peak.
+        state.observe_ttft(Duration::from_millis(40), Instant::now());
+        let blended = state.load_view(Duration::from_secs(30)).ttft_s;
+        assert!(blended < later && blended >= 0.04, "{blended}");
+    }
 }

@@ -63,16 +63,19 @@ impl LoadView {
         0.7 * self.in_flight as f64 + 0.3 * waiting
     }
 
-    /// The [`EndpointLoad`] cost: `(queue + 1) × (1 + ttft)`, inflated by
+    /// The [`EndpointLoad`] cost: expected wait for a new request, in
+    /// seconds-like units: `(queue + 1) × ttft`, where `ttft` is the
+    /// peak-EWMA time to first byte (decaying while the endpoint gets no
+    /// traffic; [`DEFAULT_TTFT_S`] before its first answer), inflated by
     /// KV-cache pressure (a nearly full cache means preemptions) and recent
-    /// errors, divided by weight. `ttft` is the peak-EWMA time to first byte
-    /// in seconds, added to 1 rather than multiplied alone: a replica whose
-    /// first tokens take seconds is avoided, while the tens of milliseconds
-    /// by which TTFT varies with prompt length do not outweigh the queue.
-    /// (Multiplying by TTFT alone made p2c herd away from a replica for the
-    /// whole EWMA decay after one long prompt: p99 TTFT 19.8 s against round
-    /// robin's 0.83 s on `llmgate bench --workload chat-short --rate 30`.)
+    /// errors, divided by weight. On a heterogeneous fleet the TTFT factor
+    /// is what sends less to the slower GPUs.
     pub fn cost(&self) -> f64 {
+        let ttft = if self.ttft_s > 0.0 {
+            self.ttft_s
+        } else {
+            DEFAULT_TTFT_S
+        };
         let kv = self.engine.map(|e| e.kv_cache_usage).unwrap_or(0.0);
         let kv_penalty = if kv > 0.9 {
             1.0 + (kv - 0.9) * 20.0
@@ -80,10 +83,12 @@ impl LoadView {
             1.0
         };
         let err_penalty = 1.0 + 4.0 * self.error_rate;
-        (self.queue_depth() + 1.0) * (1.0 + self.ttft_s) * kv_penalty * err_penalty
-            / f64::from(self.weight.max(1))
+        (self.queue_depth() + 1.0) * ttft * kv_penalty * err_penalty / f64::from(self.weight.max(1))
     }
 }
+
+/// Time to first token assumed for an endpoint that has not answered yet.
+pub const DEFAULT_TTFT_S: f64 = 0.05;
 
 /// The `Load` metric of a balanced endpoint: its [`LoadView::cost`].
 /// Ordered by cost; NaN never occurs (all inputs are finite).
@@ -125,14 +130,17 @@ mod tests {
     }
 
     #[test]
-    fn ttft_noise_does_not_outweigh_queue_but_a_very_slow_replica_loses() {
-        let mut quick_busy = view(4);
-        quick_busy.ttft_s = 0.02;
-        let mut slower_idle = view(1);
-        slower_idle.ttft_s = 0.08;
-        assert!(slower_idle.cost() < quick_busy.cost());
-        let mut stalled = view(1);
-        stalled.ttft_s = 3.0;
-        assert!(stalled.cost() > quick_busy.cost());
+    fn slower_first_tokens_cost_more_at_equal_queues() {
+        let mut fast = view(3);
+        fast.ttft_s = 0.02;
+        let mut slow = view(3);
+        slow.ttft_s = 0.06;
+        assert!(slow.cost() > fast.cost());
+        // ...but an idle slow replica beats a busy fast one.
+        let mut idle_slow = view(0);
+        idle_slow.ttft_s = 0.06;
+        assert!(idle_slow.cost() < fast.cost());
+        // No answer yet: the default stands in.
+        assert_eq!(view(0).cost(), DEFAULT_TTFT_S);
     }
 }
