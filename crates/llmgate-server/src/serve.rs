@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use llmgate_balance::{
     AttemptTimeouts, BalanceConfig, BreakerConfig, EndpointSpec, Fleet, FleetConfig, GpuThresholds,
     HealthConfig, StrategyKind,
@@ -221,7 +222,14 @@ pub async fn start(config: Config, install_metrics: bool) -> Result<Running, Str
             }
         };
         let (stopping_tx, mut stopping_rx) = watch::channel(false);
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let server = axum::serve(
+            // Streamed tokens go out as they come, not held back by Nagle.
+            listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            }),
+            app,
+        )
+        .with_graceful_shutdown(async move {
             stop.await;
             tracing::info!("shutting down: no new connections; finishing in-flight requests");
             let _ = stopping_tx.send(true);
