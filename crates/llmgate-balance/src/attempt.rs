@@ -7,12 +7,14 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use http_body::{Body, Frame};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+
+use crate::upstream::{Target, Upstream};
 use hyper_util::rt::TokioExecutor;
 use tokio::time::{Instant, Sleep};
 use tower::{BoxError, Service};
@@ -24,11 +26,12 @@ use crate::error::{AttemptTimeout, UpstreamError};
 /// The response body every endpoint returns: boxed once, at the edge.
 pub type BoxBody = UnsyncBoxBody<Bytes, BoxError>;
 
-/// The one pooled client shared by the whole fleet (keep-alive, HTTP/1.1;
-/// set `h2c` to speak HTTP/2 with prior knowledge).
+/// hyper-util's pooled client: the fleet scrapes telemetry with it, and
+/// sends requests with it when replicas speak HTTP/2 with prior knowledge
+/// (see [`Upstream`]).
 pub type HttpClient = Client<HttpConnector, BufferedBody>;
 
-/// A pooled client for replicas.
+/// A hyper-util pooled client for replicas (`h2c`: HTTP/2 only).
 pub fn http_client(h2c: bool) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
@@ -87,34 +90,24 @@ impl AttemptTimeouts {
 /// while it can still be retried elsewhere.
 #[derive(Clone, Debug)]
 pub struct Attempt {
-    client: HttpClient,
-    base: Uri,
+    upstream: Upstream,
+    target: Target,
     timeouts: AttemptTimeouts,
 }
 
 impl Attempt {
-    /// An attempt service for the replica at `base` (`http://host:port`).
+    /// An attempt service for the replica at `base` (`http://host:port`,
+    /// optionally with a path prefix), sending through `upstream`.
     pub fn new(
-        client: HttpClient,
+        upstream: Upstream,
         base: &str,
         timeouts: AttemptTimeouts,
     ) -> Result<Self, BoxError> {
-        let base: Uri = base.parse()?;
         Ok(Attempt {
-            client,
-            base,
+            upstream,
+            target: Target::parse(base)?,
             timeouts,
         })
-    }
-
-    fn target(&self, uri: &Uri) -> Result<Uri, http::Error> {
-        let prefix = self.base.path().trim_end_matches('/');
-        let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        Uri::builder()
-            .scheme(self.base.scheme_str().unwrap_or("http"))
-            .authority(self.base.authority().map(|a| a.as_str()).unwrap_or(""))
-            .path_and_query(format!("{prefix}{pq}"))
-            .build()
     }
 }
 
@@ -124,22 +117,20 @@ impl Service<Request<BufferedBody>> for Attempt {
     type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // The pooled client is always ready; the endpoint's cap sits above.
+        // The pool is always ready; the endpoint's cap sits above.
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<BufferedBody>) -> Self::Future {
+    fn call(&mut self, req: Request<BufferedBody>) -> Self::Future {
         let limit = self
             .timeouts
             .first_byte_limit(req.extensions().get::<RequestMeta>());
         let idle = self.timeouts.idle;
-        let client = self.client.clone();
-        let target = self.target(req.uri());
+        let upstream = self.upstream.clone();
+        let target = self.target.clone();
         Box::pin(async move {
-            *req.uri_mut() = target?;
-            req.headers_mut().remove(http::header::HOST);
             let deadline = Instant::now() + limit;
-            let res = match tokio::time::timeout_at(deadline, client.request(req)).await {
+            let res = match tokio::time::timeout_at(deadline, upstream.send(&target, req)).await {
                 Err(_) => {
                     return Err(AttemptTimeout {
                         what: "send response headers",
@@ -147,13 +138,13 @@ impl Service<Request<BufferedBody>> for Attempt {
                     }
                     .into())
                 }
-                Ok(Err(e)) => return Err(UpstreamError(e.into()).into()),
+                Ok(Err(e)) => return Err(UpstreamError(e).into()),
                 Ok(Ok(res)) => res,
             };
             let (parts, mut body) = res.into_parts();
             // Wait for the first chunk of a successful answer (error answers
             // pass through as they are).
-            let first = if parts.status.is_success() {
+            let first = if parts.status.is_success() && !body.is_end_stream() {
                 match tokio::time::timeout_at(deadline, body.frame()).await {
                     Err(_) => {
                         return Err(AttemptTimeout {
@@ -162,19 +153,20 @@ impl Service<Request<BufferedBody>> for Attempt {
                         }
                         .into())
                     }
-                    Ok(Some(Err(e))) => return Err(UpstreamError(e.into()).into()),
+                    Ok(Some(Err(e))) => return Err(UpstreamError(e).into()),
                     Ok(Some(Ok(frame))) => Some(frame),
                     Ok(None) => None,
                 }
             } else {
                 None
             };
-            let ended = first.is_some() && body.is_end_stream();
+            let ended = body.is_end_stream();
             let timed = TimedBody {
                 first,
                 inner: body,
                 idle,
-                sleep: Box::pin(tokio::time::sleep(idle)),
+                sleep: None,
+                armed: false,
                 ended,
             };
             Ok(Response::from_parts(parts, timed.boxed_unsync()))
@@ -190,7 +182,10 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         idle: Duration,
-        sleep: Pin<Box<Sleep>>,
+        // Armed only when the replica makes the body wait (a complete
+        // answer needs no timer), re-armed after each frame.
+        sleep: Option<Pin<Box<Sleep>>>,
+        armed: bool,
         ended: bool,
     }
 }
@@ -209,8 +204,6 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         if let Some(f) = this.first.take() {
-            let deadline = Instant::now() + *this.idle;
-            this.sleep.as_mut().reset(deadline);
             return Poll::Ready(Some(Ok(f)));
         }
         if *this.ended {
@@ -218,8 +211,8 @@ where
         }
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(f))) => {
-                let deadline = Instant::now() + *this.idle;
-                this.sleep.as_mut().reset(deadline);
+                // The silence is measured from the next wait on.
+                *this.armed = false;
                 Poll::Ready(Some(Ok(f)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(UpstreamError(e.into()).into()))),
@@ -227,17 +220,29 @@ where
                 *this.ended = true;
                 Poll::Ready(None)
             }
-            Poll::Pending => match this.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => {
-                    *this.ended = true;
-                    Poll::Ready(Some(Err(AttemptTimeout {
-                        what: "send the next chunk",
-                        timeout: *this.idle,
+            Poll::Pending => {
+                let idle = *this.idle;
+                let sleep = match this.sleep {
+                    Some(s) if !*this.armed => {
+                        s.as_mut().reset(Instant::now() + idle);
+                        s
                     }
-                    .into())))
+                    Some(s) => s,
+                    None => this.sleep.insert(Box::pin(tokio::time::sleep(idle))),
+                };
+                *this.armed = true;
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        *this.ended = true;
+                        Poll::Ready(Some(Err(AttemptTimeout {
+                            what: "send the next chunk",
+                            timeout: idle,
+                        }
+                        .into())))
+                    }
+                    Poll::Pending => Poll::Pending,
                 }
-                Poll::Pending => Poll::Pending,
-            },
+            }
         }
     }
 

@@ -28,6 +28,7 @@ use crate::balance::{BalanceConfig, EndpointReport, GpuAwareBalance};
 use crate::endpoint::{EndpointSpec, EndpointState, Health};
 use crate::strategy::StrategyKind;
 use crate::tracked::Endpoint;
+use crate::upstream::{Target, Upstream, UpstreamConfig};
 
 /// Active health-check settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -125,6 +126,9 @@ impl Drop for Member {
 
 struct Inner {
     config: FleetConfig,
+    /// Requests and health probes.
+    upstream: Upstream,
+    /// Telemetry scrapes.
     client: HttpClient,
     tx: mpsc::UnboundedSender<Change<Arc<str>, Endpoint>>,
     members: Mutex<HashMap<Arc<str>, Member>>,
@@ -169,6 +173,10 @@ impl Fleet {
         let balance = GpuAwareBalance::new(FleetDiscover { rx }, config.balance.clone());
         let handle = FleetHandle {
             inner: Arc::new(Inner {
+                upstream: match config.h2c {
+                    true => Upstream::h2c(http_client(true)),
+                    false => Upstream::http1(UpstreamConfig::default()),
+                },
                 client: http_client(config.h2c),
                 config,
                 tx,
@@ -249,7 +257,7 @@ impl FleetHandle {
         spec.validate().map_err(FleetError::Invalid)?;
         let cfg = &self.inner.config;
         let state = EndpointState::new(spec.clone());
-        let attempt = Attempt::new(self.inner.client.clone(), &spec.url, cfg.timeouts)
+        let attempt = Attempt::new(self.inner.upstream.clone(), &spec.url, cfg.timeouts)
             .map_err(|e| FleetError::Invalid(format!("replica {}: {e}", spec.id)))?;
         let (inner, breaker) = match &cfg.breaker {
             Some(b) => {
@@ -267,7 +275,7 @@ impl FleetHandle {
         let mut tasks = Vec::new();
         if let Some(h) = cfg.health {
             tasks.push(tokio::spawn(health_loop(
-                self.inner.client.clone(),
+                self.inner.upstream.clone(),
                 state.clone(),
                 h,
                 Arc::downgrade(&self.inner),
@@ -288,7 +296,7 @@ impl FleetHandle {
             if let Some(g) = spec.gpu_url.clone().filter(|g| !g.is_empty()) {
                 target = target.gpu_url(g);
             }
-            // The fleet's one pooled client scrapes too.
+            // Scrapes share one pooled client.
             let (cell, handle) = Scraper::spawn(target, self.inner.client.clone());
             state.set_telemetry(cell);
             scrape = Some(handle);
@@ -434,19 +442,23 @@ pub fn parse_replicas_file(text: &str) -> Result<Vec<EndpointSpec>, String> {
 /// Probes one endpoint until it leaves the fleet; also ejects it when its
 /// in-flight requests stall while another endpoint makes progress.
 async fn health_loop(
-    client: HttpClient,
+    client: Upstream,
     state: Arc<EndpointState>,
     cfg: HealthConfig,
     fleet: std::sync::Weak<Inner>,
 ) {
     let mut ok_run = 0u32;
     let mut fail_run = 0u32;
-    let url = match state.spec().models.is_empty() {
-        true => format!("{}/health", state.spec().url),
-        false => format!("{}/v1/models", state.spec().url),
+    let path = match state.spec().models.is_empty() {
+        true => "/health",
+        false => "/v1/models",
+    };
+    // The URL was checked when the endpoint was built.
+    let Ok(target) = Target::parse(&state.spec().url) else {
+        return;
     };
     loop {
-        let passed = probe(&client, &url, &state, cfg.timeout).await;
+        let passed = probe(&client, &target, path, &state, cfg.timeout).await;
         if passed {
             ok_run += 1;
             fail_run = 0;
@@ -497,12 +509,18 @@ async fn health_loop(
     }
 }
 
-async fn probe(client: &HttpClient, url: &str, state: &EndpointState, timeout: Duration) -> bool {
-    let Ok(req) = Request::get(url).body(BufferedBody::default()) else {
+async fn probe(
+    client: &Upstream,
+    target: &Target,
+    path: &str,
+    state: &EndpointState,
+    timeout: Duration,
+) -> bool {
+    let Ok(req) = Request::get(path).body(BufferedBody::default()) else {
         return false;
     };
     let fut = async {
-        let res = client.request(req).await.ok()?;
+        let res = client.send(target, req).await.ok()?;
         let status = res.status();
         let body = res.into_body().collect().await.ok()?.to_bytes();
         Some((status, body))

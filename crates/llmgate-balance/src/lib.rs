@@ -93,6 +93,7 @@ mod fleet;
 mod load;
 pub mod strategy;
 mod tracked;
+pub mod upstream;
 
 pub use attempt::{http_client, Attempt, AttemptTimeouts, BoxBody, HttpClient};
 pub use balance::{BalanceConfig, EndpointReport, GpuAwareBalance, HasEndpointState, RouteInfo};
@@ -106,3 +107,4 @@ pub use llmgate_breaker::BreakerConfig;
 pub use load::{gpu_score, EndpointLoad, EngineView, GpuSummary, LoadView};
 pub use strategy::{GpuThresholds, StrategyKind};
 pub use tracked::{Endpoint, InnerService};
+pub use upstream::{Target, Upstream, UpstreamBody, UpstreamConfig};

@@ -1,0 +1,639 @@
+//! HTTP/1.1 framing for the upstream client: request heads out, response
+//! heads and bodies (content-length, chunked, until close) in. Pure
+//! functions over byte buffers, so every edge is unit-tested without I/O.
+
+use std::io::Write;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Version};
+
+/// Largest response head accepted.
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most response header fields accepted.
+const MAX_HEADERS: usize = 128;
+/// Longest chunk-size or trailer line accepted.
+const MAX_LINE_BYTES: usize = 4096;
+
+/// The replica broke HTTP/1.1 framing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid HTTP/1.1 response from replica: {0}")]
+pub struct ProtocolError(pub(crate) String);
+
+fn bad(msg: impl Into<String>) -> ProtocolError {
+    ProtocolError(msg.into())
+}
+
+/// Request headers that describe one connection (RFC 9110 §7.6.1) or that
+/// the client sets itself; never copied from the caller's request.
+fn skipped_request_header(name: &HeaderName) -> bool {
+    name == header::HOST
+        || name == header::CONTENT_LENGTH
+        || name == header::TRANSFER_ENCODING
+        || name == header::CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::UPGRADE
+        || name == header::EXPECT
+        || name == header::PROXY_AUTHORIZATION
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// Writes a request head into `out`: `path_prefix` (the replica URL's path,
+/// no trailing slash) joined with the request's path and query, `Host` set
+/// to `authority`, a `content-length` for `body_len` unless the method
+/// carries no body and the body is empty, and the caller's end-to-end
+/// headers.
+pub(crate) fn encode_request_head(
+    method: &Method,
+    path_prefix: &str,
+    path_and_query: &str,
+    authority: &str,
+    headers: &HeaderMap,
+    body_len: usize,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path_prefix.as_bytes());
+    out.extend_from_slice(path_and_query.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(authority.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if skipped_request_header(name) {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let bodiless = matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
+    );
+    if body_len > 0 || !bodiless {
+        let _ = write!(out, "content-length: {body_len}\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body (HEAD, 204, 304).
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the replica closes the connection (never reusable).
+    UntilClose,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub(crate) status: StatusCode,
+    pub(crate) version: Version,
+    pub(crate) headers: HeaderMap,
+    pub(crate) framing: Framing,
+    /// The connection may carry another request once the body is read.
+    pub(crate) keep_alive: bool,
+}
+
+/// Parses a final response head from the front of `buf` and removes it
+/// (interim 1xx answers are skipped). `Ok(None)` means more bytes are
+/// needed.
+pub(crate) fn parse_response_head(
+    buf: &mut BytesMut,
+    request_method: &Method,
+) -> Result<Option<Head>, ProtocolError> {
+    loop {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut slots);
+        let len = match res.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => {
+                if buf.len() >= MAX_HEAD_BYTES {
+                    return Err(bad(format!(
+                        "response head larger than {MAX_HEAD_BYTES} bytes"
+                    )));
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(bad(format!("unparseable response head: {e}"))),
+        };
+        let code = res.code.unwrap_or(0);
+        let status = StatusCode::from_u16(code).map_err(|_| bad(format!("status code {code}")))?;
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(bad("101 Switching Protocols is not supported"));
+        }
+        if status.is_informational() {
+            // 100 Continue, 103 Early Hints: the final answer follows.
+            buf.advance(len);
+            continue;
+        }
+        let version = match res.version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        let mut headers = HeaderMap::with_capacity(res.headers.len());
+        for h in res.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| bad(format!("header name {:?}", h.name)))?;
+            let value = HeaderValue::from_bytes(h.value)
+                .map_err(|_| bad(format!("value of header {:?}", h.name)))?;
+            headers.append(name, value);
+        }
+        buf.advance(len);
+        let framing = framing(&headers, status, request_method)?;
+        let keep_alive = keep_alive(&headers, version) && framing != Framing::UntilClose;
+        return Ok(Some(Head {
+            status,
+            version,
+            headers,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+fn framing(
+    headers: &HeaderMap,
+    status: StatusCode,
+    method: &Method,
+) -> Result<Framing, ProtocolError> {
+    if *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(Framing::Empty);
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        // RFC 9112 §6.3: chunked must be the final coding; anything else
+        // runs until the connection closes. Transfer-Encoding overrides
+        // Content-Length.
+        let last = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(|c| c.trim_ascii())
+            .rfind(|c| !c.is_empty());
+        return Ok(match last {
+            Some(c) if c.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
+            _ => Framing::UntilClose,
+        });
+    }
+    let mut length: Option<u64> = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|b| *b == b',') {
+            let part = part.trim_ascii();
+            let n = std::str::from_utf8(part)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "content-length {:?}",
+                        String::from_utf8_lossy(part)
+                    ))
+                })?;
+            if length.is_some_and(|l| l != n) {
+                return Err(bad("conflicting content-length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+        None => Framing::UntilClose,
+    })
+}
+
+fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
+    let mut close = false;
+    let mut keep = false;
+    for v in headers.get_all(header::CONNECTION) {
+        for token in v.as_bytes().split(|b| *b == b',') {
+            let token = token.trim_ascii();
+            close |= token.eq_ignore_ascii_case(b"close");
+            keep |= token.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+    match version {
+        Version::HTTP_10 => keep && !close,
+        _ => !close,
+    }
+}
+
+/// One step of body decoding.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Body bytes.
+    Data(Bytes),
+    /// The buffer holds no more of the body; read from the connection.
+    NeedMore,
+    /// The body is complete.
+    Done,
+}
+
+/// Incremental body decoder for one response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decoder {
+    /// This many bytes left.
+    Length(u64),
+    /// Chunked, in this state.
+    Chunked(Chunk),
+    /// Everything until end of stream.
+    UntilClose,
+    /// Finished.
+    Done,
+}
+
+/// Where a chunked decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside chunk data, this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after chunk data.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one.
+    Trailers,
+}
+
+impl Decoder {
+    pub(crate) fn new(framing: Framing) -> Decoder {
+        match framing {
+            Framing::Empty | Framing::Length(0) => Decoder::Done,
+            Framing::Length(n) => Decoder::Length(n),
+            Framing::Chunked => Decoder::Chunked(Chunk::Size),
+            Framing::UntilClose => Decoder::UntilClose,
+        }
+    }
+
+    /// Bytes still expected, when known.
+    pub(crate) fn remaining(&self) -> Option<u64> {
+        match self {
+            Decoder::Length(n) => Some(*n),
+            Decoder::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// Takes the next piece of body out of `buf`.
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Step, ProtocolError> {
+        loop {
+            match self {
+                Decoder::Done => return Ok(Step::Done),
+                Decoder::Length(n) => {
+                    if buf.is_empty() {
+                        return Ok(Step::NeedMore);
+                    }
+                    let take = (*n).min(buf.len() as u64) as usize;
+                    *n -= take as u64;
+                    let data = buf.split_to(take).freeze();
+                    if *n == 0 {
+                        *self = Decoder::Done;
+                    }
+                    return Ok(Step::Data(data));
+                }
+                Decoder::UntilClose => {
+                    if buf.is_empty() {
+                        return Ok(Step::NeedMore);
+                    }
+                    return Ok(Step::Data(buf.split().freeze()));
+                }
+                Decoder::Chunked(state) => match *state {
+                    Chunk::Size => {
+                        let Some(line) = take_line(buf)? else {
+                            return Ok(Step::NeedMore);
+                        };
+                        let size = chunk_size(&line)?;
+                        *state = if size == 0 {
+                            Chunk::Trailers
+                        } else {
+                            Chunk::Data(size)
+                        };
+                    }
+                    Chunk::Data(n) => {
+                        if buf.is_empty() {
+                            return Ok(Step::NeedMore);
+                        }
+                        let take = n.min(buf.len() as u64) as usize;
+                        let left = n - take as u64;
+                        *state = if left == 0 {
+                            Chunk::DataEnd
+                        } else {
+                            Chunk::Data(left)
+                        };
+                        return Ok(Step::Data(buf.split_to(take).freeze()));
+                    }
+                    Chunk::DataEnd => match buf.first() {
+                        None => return Ok(Step::NeedMore),
+                        Some(b'\n') => {
+                            buf.advance(1);
+                            *state = Chunk::Size;
+                        }
+                        Some(b'\r') if buf.len() < 2 => return Ok(Step::NeedMore),
+                        Some(b'\r') if buf[1] == b'\n' => {
+                            buf.advance(2);
+                            *state = Chunk::Size;
+                        }
+                        Some(_) => return Err(bad("chunk data not followed by CRLF")),
+                    },
+                    Chunk::Trailers => {
+                        let Some(line) = take_line(buf)? else {
+                            return Ok(Step::NeedMore);
+                        };
+                        // Trailer fields are not relayed; an empty line ends
+                        // the message.
+                        if line.is_empty() {
+                            *self = Decoder::Done;
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Removes one line (without its CRLF or LF) from the front of `buf`.
+fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, ProtocolError> {
+    match buf.iter().position(|b| *b == b'\n') {
+        Some(i) => {
+            let mut line = buf.split_to(i + 1);
+            line.truncate(i);
+            if line.last() == Some(&b'\r') {
+                line.truncate(i - 1);
+            }
+            Ok(Some(line))
+        }
+        None if buf.len() > MAX_LINE_BYTES => Err(bad("chunk-size or trailer line too long")),
+        None => Ok(None),
+    }
+}
+
+fn chunk_size(line: &[u8]) -> Result<u64, ProtocolError> {
+    // Chunk extensions (`;name=value`) are allowed and ignored.
+    let hex = line
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or(&[])
+        .trim_ascii();
+    if hex.is_empty() || hex.len() > 16 {
+        return Err(bad(format!(
+            "chunk size {:?}",
+            String::from_utf8_lossy(line)
+        )));
+    }
+    let mut n: u64 = 0;
+    for &b in hex {
+        let d = (b as char)
+            .to_digit(16)
+            .ok_or_else(|| bad(format!("chunk size {:?}", String::from_utf8_lossy(line))))?;
+        n = n
+            .checked_mul(16)
+            .and_then(|n| n.checked_add(d as u64))
+            .ok_or_else(|| bad("chunk size overflows"))?;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(bytes: &[u8], method: Method) -> Result<Option<Head>, ProtocolError> {
+        let mut buf = BytesMut::from(bytes);
+        parse_response_head(&mut buf, &method)
+    }
+
+    /// Feeds `wire` to a decoder `step` bytes at a time; returns the body.
+    fn decode_all(framing: Framing, wire: &[u8], step: usize) -> Result<Vec<u8>, ProtocolError> {
+        let mut d = Decoder::new(framing);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut fed = 0;
+        loop {
+            match d.decode(&mut buf)? {
+                Step::Data(b) => out.extend_from_slice(&b),
+                Step::Done => return Ok(out),
+                Step::NeedMore => {
+                    if fed >= wire.len() {
+                        return Err(bad("truncated"));
+                    }
+                    let end = (fed + step).min(wire.len());
+                    buf.extend_from_slice(&wire[fed..end]);
+                    fed = end;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn request_head_joins_prefix_sets_host_and_length_and_drops_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("client.example"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("x-foo"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("999"));
+        h.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+        h.insert("x-priority", HeaderValue::from_static("high"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let mut out = Vec::new();
+        encode_request_head(
+            &Method::POST,
+            "/prefix",
+            "/v1/completions?x=1",
+            "127.0.0.1:9000",
+            &h,
+            12,
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(text
+            .starts_with("POST /prefix/v1/completions?x=1 HTTP/1.1\r\nhost: 127.0.0.1:9000\r\n"));
+        assert!(text.contains("x-priority: high\r\n"));
+        assert!(text.contains("content-type: application/json\r\n"));
+        assert!(text.contains("content-length: 12\r\n"));
+        assert!(!text.contains("999") && !text.contains("client.example"));
+        assert!(!text.contains("connection") && !text.contains("expect"));
+        assert!(text.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn get_without_body_has_no_content_length_but_post_always_has_one() {
+        let mut out = Vec::new();
+        encode_request_head(
+            &Method::GET,
+            "",
+            "/health",
+            "h:1",
+            &HeaderMap::new(),
+            0,
+            &mut out,
+        );
+        assert!(!String::from_utf8_lossy(&out).contains("content-length"));
+        out.clear();
+        encode_request_head(
+            &Method::POST,
+            "",
+            "/x",
+            "h:1",
+            &HeaderMap::new(),
+            0,
+            &mut out,
+        );
+        assert!(String::from_utf8_lossy(&out).contains("content-length: 0\r\n"));
+    }
+
+    #[test]
+    fn head_parses_in_pieces_and_leaves_the_body() {
+        let wire = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\nhello";
+        for cut in 1..wire.len() - 5 {
+            assert!(
+                head(&wire[..cut], Method::POST).unwrap().is_none(),
+                "cut {cut}"
+            );
+        }
+        let mut buf = BytesMut::from(&wire[..]);
+        let h = parse_response_head(&mut buf, &Method::POST)
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.status, StatusCode::OK);
+        assert_eq!(h.headers["content-type"], "text/plain");
+        assert_eq!(h.framing, Framing::Length(5));
+        assert!(h.keep_alive);
+        assert_eq!(&buf[..], b"hello");
+    }
+
+    #[test]
+    fn interim_answers_are_skipped() {
+        let wire = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
+        let h = head(wire, Method::POST).unwrap().unwrap();
+        assert_eq!(h.status, StatusCode::NOT_FOUND);
+        assert_eq!(h.framing, Framing::Empty);
+        assert!(!h.headers.contains_key("link"));
+    }
+
+    #[test]
+    fn framing_rules() {
+        let f = |wire: &str, m: Method| head(wire.as_bytes(), m).unwrap().unwrap();
+        let h = f(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n",
+            Method::POST,
+        );
+        assert_eq!(h.framing, Framing::Chunked);
+        let h = f(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+            Method::POST,
+        );
+        assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
+        let h = f("HTTP/1.1 200 OK\r\n\r\n", Method::POST);
+        assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
+        let h = f(
+            "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n",
+            Method::HEAD,
+        );
+        assert_eq!(h.framing, Framing::Empty);
+        let h = f("HTTP/1.1 204 No Content\r\n\r\n", Method::POST);
+        assert_eq!((h.framing, h.keep_alive), (Framing::Empty, true));
+        let h = f(
+            "HTTP/1.1 200 OK\r\ncontent-length: 7, 7\r\n\r\n",
+            Method::POST,
+        );
+        assert_eq!(h.framing, Framing::Length(7));
+        let h = f(
+            "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n",
+            Method::POST,
+        );
+        assert!(!h.keep_alive);
+        let h = f("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n", Method::POST);
+        assert!(!h.keep_alive);
+        let h = f(
+            "HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\ncontent-length: 1\r\n\r\n",
+            Method::POST,
+        );
+        assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn bad_heads_are_errors_that_say_why() {
+        let e = head(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n",
+            Method::POST,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("conflicting content-length"), "{e}");
+        let e = head(
+            b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            Method::POST,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("content-length"), "{e}");
+        let e = head(b"SMTP ready\r\n\r\n", Method::POST).unwrap_err();
+        assert!(e.to_string().contains("unparseable"), "{e}");
+        let e = head(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", Method::GET).unwrap_err();
+        assert!(e.to_string().contains("101"), "{e}");
+        let mut huge = b"HTTP/1.1 200 OK\r\nx: ".to_vec();
+        huge.resize(MAX_HEAD_BYTES + 10, b'a');
+        let e = head(&huge, Method::GET).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+    }
+
+    #[test]
+    fn chunked_bodies_decode_at_any_split() {
+        let wire = b"5;ext=1\r\nhello\r\n1\r\n \r\nA\r\n0123456789\r\n0\r\nx-trailer: 1\r\n\r\n";
+        for step in 1..=wire.len() {
+            assert_eq!(
+                decode_all(Framing::Chunked, wire, step).unwrap(),
+                b"hello 0123456789",
+                "step {step}"
+            );
+        }
+        // Bare LF line endings are tolerated.
+        assert_eq!(
+            decode_all(Framing::Chunked, b"2\nhi\n0\n\n", 3).unwrap(),
+            b"hi"
+        );
+    }
+
+    #[test]
+    fn chunked_errors() {
+        assert!(decode_all(Framing::Chunked, b"zz\r\n", 4)
+            .unwrap_err()
+            .0
+            .contains("chunk size"));
+        assert!(decode_all(Framing::Chunked, b"2\r\nhiX\r\n", 9)
+            .unwrap_err()
+            .0
+            .contains("CRLF"));
+        assert!(decode_all(Framing::Chunked, b"fffffffffffffffff\r\n", 20).is_err());
+        let long = vec![b'1'; MAX_LINE_BYTES + 2];
+        assert!(decode_all(Framing::Chunked, &long, long.len())
+            .unwrap_err()
+            .0
+            .contains("too long"));
+    }
+
+    #[test]
+    fn length_bodies_stop_at_their_length() {
+        let mut d = Decoder::new(Framing::Length(3));
+        let mut buf = BytesMut::from(&b"abcdef"[..]);
+        assert_eq!(
+            d.decode(&mut buf).unwrap(),
+            Step::Data(Bytes::from_static(b"abc"))
+        );
+        assert_eq!(d.decode(&mut buf).unwrap(), Step::Done);
+        assert_eq!(&buf[..], b"def", "bytes after the body stay in the buffer");
+        assert_eq!(decode_all(Framing::Length(4), b"wxyz", 1).unwrap(), b"wxyz");
+    }
+}
