@@ -101,6 +101,13 @@ impl<F> ResponseFuture<F> {
         }
     }
 
+    /// Sent to the inner service without queueing.
+    pub(crate) fn called(fut: F) -> Self {
+        ResponseFuture {
+            state: State::Called { fut },
+        }
+    }
+
     pub(crate) fn failed(err: QueueError) -> Self {
         ResponseFuture {
             state: State::Failed { err: Some(err) },

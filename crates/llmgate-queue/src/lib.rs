@@ -15,6 +15,9 @@
 //!   estimated tokens, or plain FIFO, see [`Fairness`]) between client keys,
 //!   FIFO per client. It hands the inner response future to the caller's
 //!   [`ResponseFuture`] and never waits on a response.
+//! - While nothing is queued and the inner service is ready, `call` uses it
+//!   directly from the caller's task (no hand-off to the worker and back);
+//!   a request never passes one that is already waiting.
 //! - Bounded: a total capacity and optional per-priority caps. When full,
 //!   an arrival more urgent than the least urgent queued request displaces
 //!   the newest request of the least urgent level ([`QueueError::Shed`]);

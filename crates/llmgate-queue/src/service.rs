@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use llmgate_core::{BoxError, BufferedBody};
+use llmgate_core::{BoxError, BufferedBody, Priority};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -89,11 +89,12 @@ type LazyWorker<S, Req> = Arc<Mutex<Option<Worker<S, Req>>>>;
 ///
 /// Always ready: `call` enqueues (or refuses at once with
 /// [`QueueError::Full`], or answers [`QueueError::Timeout`] for a request
-/// already past its deadline). A worker task owns `S`, drives its
-/// `poll_ready` and releases queued requests in priority order, fair between
-/// clients inside a level; it hands the inner response future to the
-/// caller's [`ResponseFuture`] and never waits on a response. Clones share
-/// one queue and one worker.
+/// already past its deadline). A worker task drives `S`'s `poll_ready` and
+/// releases queued requests in priority order, fair between clients inside
+/// a level; it hands the inner response future to the caller's
+/// [`ResponseFuture`] and never waits on a response. While the queue is
+/// empty and `S` is ready, `call` calls `S` itself. Clones share one queue
+/// and one worker.
 ///
 /// The worker is spawned on the current tokio runtime when the queue is
 /// built, or on the first `call` when it was built outside one. Use
@@ -103,6 +104,7 @@ where
     S: Service<Req>,
 {
     shared: Arc<Shared<Req, S::Future>>,
+    inner: Arc<Mutex<S>>,
     lazy: Option<LazyWorker<S, Req>>,
     handle: QueueHandle,
 }
@@ -150,9 +152,11 @@ where
             recorder: Recorder::new(handle),
             config,
         });
-        let worker = Worker::new(inner, shared.clone());
+        let inner = Arc::new(Mutex::new(inner));
+        let worker = Worker::new(inner.clone(), shared.clone());
         let svc = PriorityQueue {
             shared,
+            inner,
             lazy: None,
             handle: handle.clone(),
         };
@@ -204,6 +208,10 @@ where
                 waited: Duration::ZERO,
             });
         }
+        let req = match self.try_direct(req, priority) {
+            Ok(fut) => return fut,
+            Err(req) => req,
+        };
         let client = req.client_key().unwrap_or_default();
         let cost = req.cost();
         let (tx, rx) = oneshot::channel();
@@ -251,6 +259,53 @@ where
     }
 }
 
+impl<S, Req> PriorityQueue<S, Req>
+where
+    S: Service<Req> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    Req: PriorityOf + Send + 'static,
+{
+    /// With nothing queued and the inner service free and ready, calls it
+    /// from the caller's task: no hand-off to the worker and back, which
+    /// is most of what a queue costs while it is empty. Order holds: the
+    /// request would have been released first anyway. Otherwise gives the
+    /// request back to be queued (a `Pending` here was seen with a no-op
+    /// waker, so the queued path wakes the worker, whose own `poll_ready`
+    /// registers for readiness).
+    fn try_direct(&self, req: Req, priority: Priority) -> Result<ResponseFuture<S::Future>, Req> {
+        {
+            let g = self.shared.locked.lock();
+            if !g.queue.is_empty() || g.closed.is_some() {
+                return Err(req);
+            }
+        }
+        let Some(mut inner) = self.inner.try_lock() else {
+            return Err(req);
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        match inner.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => {
+                let fut = inner.call(req);
+                drop(inner);
+                let rec = &self.shared.recorder;
+                rec.accepted();
+                rec.served(priority, Duration::ZERO);
+                Ok(ResponseFuture::called(fut))
+            }
+            Poll::Pending => Err(req),
+            Poll::Ready(Err(e)) => {
+                drop(inner);
+                let source: BoxError = e.into();
+                self.shared.close(QueueError::InnerFailed {
+                    source: Arc::from(source),
+                });
+                Err(req)
+            }
+        }
+    }
+}
+
 impl<S, Req> Clone for PriorityQueue<S, Req>
 where
     S: Service<Req>,
@@ -259,6 +314,7 @@ where
         self.shared.locked.lock().handles += 1;
         PriorityQueue {
             shared: self.shared.clone(),
+            inner: self.inner.clone(),
             lazy: self.lazy.clone(),
             handle: self.handle.clone(),
         }

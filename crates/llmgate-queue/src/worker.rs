@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use llmgate_core::BoxError;
+use parking_lot::Mutex;
 use tokio::time::{Instant, Sleep};
 use tower::Service;
 
@@ -32,7 +33,9 @@ pub struct Worker<S, Req>
 where
     S: Service<Req>,
 {
-    inner: S,
+    /// Shared with the queue's callers, who use it directly while nothing
+    /// waits (see `PriorityQueue::call`).
+    inner: Arc<Mutex<S>>,
     shared: Arc<Shared<Req, S::Future>>,
     /// Created on first use, so a worker can be built outside a runtime.
     sleep: Option<Pin<Box<Sleep>>>,
@@ -45,7 +48,7 @@ where
     S: Service<Req>,
     S::Error: Into<BoxError>,
 {
-    pub(crate) fn new(inner: S, shared: Arc<Shared<Req, S::Future>>) -> Self {
+    pub(crate) fn new(inner: Arc<Mutex<S>>, shared: Arc<Shared<Req, S::Future>>) -> Self {
         Worker {
             inner,
             shared,
@@ -120,14 +123,17 @@ where
                 // The next arrival wakes us through the stored waker.
                 return Poll::Pending;
             }
-            match this.inner.poll_ready(cx) {
+            let mut inner = this.inner.lock();
+            match inner.poll_ready(cx) {
                 Poll::Pending => {
+                    drop(inner);
                     if this.arm(next, cx) {
                         continue;
                     }
                     return Poll::Pending;
                 }
                 Poll::Ready(Err(e)) => {
+                    drop(inner);
                     let source: BoxError = e.into();
                     this.finished = true;
                     this.shared.close(QueueError::InnerFailed {
@@ -153,7 +159,8 @@ where
                         shared.recorder.cancelled(e.original);
                         continue;
                     }
-                    let fut = this.inner.call(req);
+                    let fut = inner.call(req);
+                    drop(inner);
                     match tx.send(Ok(fut)) {
                         Ok(()) => shared
                             .recorder

@@ -288,6 +288,33 @@ async fn dropped_worker_closes_the_queue() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_empty_queue_calls_a_ready_inner_service_directly_and_never_lets_one_pass() {
+    let gate = Gate::new();
+    let layer = layer().build::<Job>();
+    let admin = layer.handle();
+    let (mut q, worker) = PriorityQueue::pair(gate.clone(), &layer);
+    gate.allow(1);
+    // The worker is not running, so only the direct path can serve this.
+    let direct = q.call(Job::new(1, Normal)).now_or_never();
+    assert_eq!(direct.expect("answered without the worker").unwrap(), 1);
+    assert_eq!(admin.snapshot().served, 1);
+    // Not ready: the request waits for the worker.
+    let second = q.call(Job::new(2, Normal));
+    assert_eq!(admin.total_depth(), 1);
+    // Ready again, but a request waits: a later one queues behind it.
+    gate.allow(1);
+    let third = q.call(Job::new(3, Normal));
+    assert_eq!(admin.total_depth(), 2);
+    assert_eq!(gate.log(), vec![1]);
+    tokio::spawn(worker);
+    gate.allow(1);
+    assert_eq!(second.await.unwrap(), 2);
+    assert_eq!(third.await.unwrap(), 3);
+    assert_eq!(gate.log(), vec![1, 2, 3]);
+    assert_eq!(admin.snapshot().served, 3);
+}
+
+#[tokio::test(start_paused = true)]
 async fn clones_share_one_queue_and_the_layer_handle() {
     let gate = Gate::new();
     let layer = layer().build::<Job>();
