@@ -111,6 +111,18 @@ where
     wake_all: Arc<WakeAll>,
     waker: Waker,
     discover_error: Option<String>,
+    /// Per-pick buffers, kept between picks so routing does not allocate.
+    scratch: Scratch,
+    /// `llmgate_balance_picks_total` per endpoint, for the current strategy.
+    pick_counters: HashMap<Arc<str>, metrics::Counter>,
+}
+
+#[derive(Default)]
+struct Scratch {
+    idx: Vec<usize>,
+    views: Vec<LoadView>,
+    ids: Vec<Arc<str>>,
+    keep: Vec<bool>,
 }
 
 /// A load balancer over any [`Discover`] whose endpoints report
@@ -187,6 +199,8 @@ where
             waker: Waker::from(wake_all.clone()),
             wake_all,
             discover_error: None,
+            scratch: Scratch::default(),
+            pick_counters: HashMap::new(),
         };
         GpuAwareBalance {
             shared: Arc::new(Mutex::new(shared)),
@@ -198,6 +212,7 @@ where
         let mut g = self.shared.lock();
         g.strategy = kind.build(g.config.seed);
         g.strategy_kind = kind;
+        g.pick_counters.clear();
     }
 
     /// The strategy in use.
@@ -342,86 +357,27 @@ where
         Req: RouteInfo,
     {
         self.refresh();
-        let meta = req.meta().cloned();
-        let model = meta.as_ref().and_then(|m| m.model.clone());
-        let avoid = req.avoid().cloned().unwrap_or_default();
         let now = Instant::now();
-        loop {
-            let staleness = self.config.staleness;
-            // Ready endpoints that serve the model and admit requests.
-            let mut idx = Vec::with_capacity(self.cache.ready_len());
-            let mut views = Vec::with_capacity(self.cache.ready_len());
-            let mut ids: Vec<Arc<str>> = Vec::with_capacity(self.cache.ready_len());
-            for i in 0..self.cache.ready_len() {
-                let Some((_, svc)) = self.cache.get_ready_index(i) else {
-                    continue;
-                };
-                let st = svc.endpoint_state();
-                if !st.spec().serves(model.as_deref()) || st.admission(now) != Admission::Open {
-                    continue;
-                }
-                idx.push(i);
-                views.push(st.load_view(staleness));
-                ids.push(st.id().clone());
-            }
-            if idx.is_empty() {
-                let any_serves = self
-                    .states
-                    .values()
-                    .any(|s| s.spec().serves(model.as_deref()) && !s.is_draining());
-                if !any_serves {
-                    let reason = if self.states.is_empty() {
-                        NoEndpointReason::NoEndpoints
-                    } else {
-                        NoEndpointReason::ModelNotServed(model.as_deref().unwrap_or("").to_string())
-                    };
-                    return Err((req, Some(NoEndpoint { reason })));
-                }
-                // Waiting makes sense for a full cap, an open breaker or an
-                // ejection, which pass; not when every replica of the model
-                // failed its health checks.
-                let any_healthy = self.states.values().any(|s| {
-                    s.spec().serves(model.as_deref())
-                        && !s.is_draining()
-                        && s.health() != crate::endpoint::Health::Unhealthy
-                });
-                if !any_healthy {
-                    return Err((
-                        req,
-                        Some(NoEndpoint {
-                            reason: NoEndpointReason::NoHealthy,
-                        }),
-                    ));
-                }
-                if let Some(w) = waiter {
-                    self.wake_all.register(w);
-                }
-                return Err((req, None));
-            }
-            // Retry avoidance, unless it would leave nothing.
-            let keep: Vec<bool> = ids.iter().map(|id| !avoid.contains(id)).collect();
-            narrow(&keep, &mut idx, &mut views, &mut ids);
-            // Optional GPU pre-filter, unless every endpoint is over.
-            if let Some(th) = self.config.gpu_filter {
-                let keep: Vec<bool> = views.iter().map(|v| !th.exceeded(v)).collect();
-                narrow(&keep, &mut idx, &mut views, &mut ids);
-            }
-            let cands: Vec<Candidate<'_>> = ids
-                .iter()
-                .zip(&views)
-                .map(|(id, load)| Candidate { id, load })
-                .collect();
-            let chosen = self.strategy.pick(meta.as_ref(), &cands);
-            let ready_index = idx[chosen.min(idx.len() - 1)];
-            let id = ids[chosen.min(ids.len() - 1)].clone();
-            drop(cands);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = loop {
+            let chosen = match self.choose(&req, now, &mut scratch, waiter) {
+                Ok(c) => c,
+                Err(none) => break Err((req, none)),
+            };
+            let (ready_index, id) = chosen;
             let waker = self.waker.clone();
             let mut wcx = Context::from_waker(&waker);
             match self.cache.check_ready_index(&mut wcx, ready_index) {
                 Ok(true) => {
-                    self.strategy.routed(meta.as_ref(), &id);
-                    metrics::counter!("llmgate_balance_picks_total", "replica" => id.to_string(), "strategy" => self.strategy_kind.as_str()).increment(1);
-                    return Ok(self.cache.call_ready_index(ready_index, req));
+                    self.strategy.routed(req.meta(), &id);
+                    let kind = self.strategy_kind.as_str();
+                    self.pick_counters
+                        .entry(id)
+                        .or_insert_with_key(|id| {
+                            metrics::counter!("llmgate_balance_picks_total", "replica" => id.to_string(), "strategy" => kind)
+                        })
+                        .increment(1);
+                    break Ok(self.cache.call_ready_index(ready_index, req));
                 }
                 // Went back to pending (or failed and was removed): choose again.
                 Ok(false) => continue,
@@ -432,7 +388,104 @@ where
                     continue;
                 }
             }
+        };
+        scratch.views.clear();
+        scratch.ids.clear();
+        self.scratch = scratch;
+        result
+    }
+
+    /// Picks among the ready endpoints for `req`: its ready-cache index and
+    /// id, or why there is none (`None`: wait, a waker is registered).
+    fn choose(
+        &mut self,
+        req: &Req,
+        now: Instant,
+        scratch: &mut Scratch,
+        waiter: Option<&Waker>,
+    ) -> Result<(usize, Arc<str>), Option<NoEndpoint>>
+    where
+        Req: RouteInfo,
+    {
+        let meta = req.meta();
+        let model = meta.and_then(|m| m.model.as_deref());
+        let staleness = self.config.staleness;
+        let Scratch {
+            idx,
+            views,
+            ids,
+            keep,
+        } = scratch;
+        idx.clear();
+        views.clear();
+        ids.clear();
+        // Ready endpoints that serve the model and admit requests.
+        for i in 0..self.cache.ready_len() {
+            let Some((_, svc)) = self.cache.get_ready_index(i) else {
+                continue;
+            };
+            let st = svc.endpoint_state();
+            if !st.spec().serves(model) || st.admission(now) != Admission::Open {
+                continue;
+            }
+            idx.push(i);
+            views.push(st.load_view(staleness));
+            ids.push(st.id().clone());
         }
+        if idx.is_empty() {
+            let any_serves = self
+                .states
+                .values()
+                .any(|s| s.spec().serves(model) && !s.is_draining());
+            if !any_serves {
+                let reason = if self.states.is_empty() {
+                    NoEndpointReason::NoEndpoints
+                } else {
+                    NoEndpointReason::ModelNotServed(model.unwrap_or("").to_string())
+                };
+                return Err(Some(NoEndpoint { reason }));
+            }
+            // Waiting makes sense for a full cap, an open breaker or an
+            // ejection, which pass; not when every replica of the model
+            // failed its health checks.
+            let any_healthy = self.states.values().any(|s| {
+                s.spec().serves(model)
+                    && !s.is_draining()
+                    && s.health() != crate::endpoint::Health::Unhealthy
+            });
+            if !any_healthy {
+                return Err(Some(NoEndpoint {
+                    reason: NoEndpointReason::NoHealthy,
+                }));
+            }
+            if let Some(w) = waiter {
+                self.wake_all.register(w);
+            }
+            return Err(None);
+        }
+        // Retry avoidance, unless it would leave nothing.
+        if let Some(avoid) = req.avoid() {
+            keep.clear();
+            keep.extend(ids.iter().map(|id| !avoid.contains(id)));
+            narrow(keep, idx, views, ids);
+        }
+        // Optional GPU pre-filter, unless every endpoint is over.
+        if let Some(th) = self.config.gpu_filter {
+            keep.clear();
+            keep.extend(views.iter().map(|v| !th.exceeded(v)));
+            narrow(keep, idx, views, ids);
+        }
+        let cands: Vec<Candidate<'_>> = ids
+            .iter()
+            .zip(views.iter())
+            .map(|(id, load)| Candidate { id, load })
+            .collect();
+        let chosen = self.strategy.pick(meta, &cands);
+        drop(cands);
+        Ok((
+            idx[chosen.min(idx.len() - 1)],
+            ids[chosen.min(ids.len() - 1)].clone(),
+        ))
     }
 }
 

@@ -62,14 +62,32 @@ impl ClientKey {
 
     /// A key from the peer's IP address (the port is ignored).
     pub fn from_peer(addr: SocketAddr) -> ClientKey {
-        ClientKey(Arc::from(format!("ip:{}", addr.ip())))
+        // Requests mostly come from a few peers (a load balancer, a few
+        // services): remember the last key per thread instead of formatting
+        // the address for every request.
+        thread_local! {
+            static LAST: std::cell::RefCell<Option<(std::net::IpAddr, ClientKey)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let ip = addr.ip();
+        LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            match &*last {
+                Some((seen, key)) if *seen == ip => key.clone(),
+                _ => {
+                    let key = ClientKey(Arc::from(format!("ip:{ip}")));
+                    *last = Some((ip, key.clone()));
+                    key
+                }
+            }
+        })
     }
 
     /// The key by precedence: `x-client-id`, bearer token, peer address,
     /// anonymous.
     pub fn from_parts(headers: &http::HeaderMap, extensions: &http::Extensions) -> ClientKey {
         if let Some(id) = headers
-            .get("x-client-id")
+            .get(&X_CLIENT_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .filter(|s| !s.is_empty())
@@ -90,6 +108,9 @@ impl ClientKey {
         &self.0
     }
 }
+
+/// The `x-client-id` header.
+const X_CLIENT_ID: http::HeaderName = http::HeaderName::from_static("x-client-id");
 
 /// The token of an `Authorization: Bearer …` header, if any.
 pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {

@@ -32,6 +32,12 @@ pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
 /// Longest `x-request-timeout` accepted: one day.
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(86_400);
 
+/// Request headers the layer reads (as constants: looking a header up by
+/// `&str` parses the name on every request).
+const X_PRIORITY: http::HeaderName = http::HeaderName::from_static("x-priority");
+const X_REQUEST_TIMEOUT: http::HeaderName = http::HeaderName::from_static("x-request-timeout");
+const X_SESSION_ID: http::HeaderName = http::HeaderName::from_static("x-session-id");
+
 /// Chooses a request's priority when it carries no `x-priority` header; the
 /// hook through which a server maps API keys (client keys) to tiers.
 pub trait DefaultPriority: Send + Sync + 'static {
@@ -319,7 +325,7 @@ fn build_meta(
 ) -> Result<RequestMeta, MetaError> {
     let kind = EndpointKind::from_path(parts.uri.path());
     let client = ClientKey::from_parts(&parts.headers, &parts.extensions);
-    let priority = match parts.headers.get("x-priority") {
+    let priority = match parts.headers.get(&X_PRIORITY) {
         Some(v) => v
             .to_str()
             .map_err(|_| crate::priority::ParsePriorityError {
@@ -335,7 +341,7 @@ fn build_meta(
             .and_then(|h| h.default_priority(&client, &parts.headers))
             .unwrap_or_default(),
     };
-    let timeout = match parts.headers.get("x-request-timeout") {
+    let timeout = match parts.headers.get(&X_REQUEST_TIMEOUT) {
         Some(v) => parse_timeout(v)?,
         None => config.default_timeout,
     };
@@ -346,7 +352,7 @@ fn build_meta(
     meta.deadline = meta.arrival + timeout;
     let header_session = parts
         .headers
-        .get("x-session-id")
+        .get(&X_SESSION_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|s| !s.is_empty())
         .map(Arc::<str>::from);

@@ -18,7 +18,7 @@ use llmgate_core::{
     BufferedBody, ClientKey, DeadlineLayer, MetaLayer, PeerAddr, Priority, ServedBy,
 };
 
-use crate::metered::MeteredBody;
+use crate::metered::{MeteredBody, RequestMetrics};
 use llmgate_queue::{PriorityQueueLayer, QueueHandle};
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, ServiceBuilder, ServiceExt};
@@ -40,6 +40,8 @@ pub struct AppState {
     pub queue: Option<QueueHandle>,
     /// API-key tiers, for the priority label of request metrics.
     pub tiers: crate::tiers::TierTable,
+    /// Per-request series.
+    pub metrics: Arc<RequestMetrics>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -71,30 +73,25 @@ pub fn build_stack(config: &Config, fleet: &Fleet) -> (GatewayService, Option<Qu
         .enabled
         .then(|| crate::tiers::rate_limit_layer(config));
 
-    // Each optional layer changes the response type, so the stack is boxed
-    // after each one (one allocation per layer per request).
-    type Stage = BoxCloneSyncService<Request<BufferedBody>, Response, BoxError>;
-    let mut stage: Stage = BoxCloneSyncService::new(
+    // One concrete stack, boxed once at the top: optional layers are
+    // `Either`s (an `Identity` when off), so a request clones and boxes the
+    // stack once rather than once per layer.
+    let ratelimit = ratelimit.map(|rl| {
         ServiceBuilder::new()
-            .map_response(|r: http::Response<llmgate_balance::BoxBody>| r.map(Body::new))
-            .service(balance),
-    );
-    if let Some(r) = retry {
-        stage = BoxCloneSyncService::new(r.layer(stage));
-    }
-    if let Some(q) = queue_layer {
-        stage = BoxCloneSyncService::new(q.layer(stage).map_err(Into::<BoxError>::into));
-    }
-    if let Some(rl) = ratelimit {
-        stage = BoxCloneSyncService::new(
-            rl.layer(stage)
-                .map_response(|r: http::Response<_>| r.map(Body::new))
-                .map_err(Into::<BoxError>::into),
-        );
-    }
-    // The request deadline covers queueing, retries and waiting for a
-    // replica, up to the answer's head.
-    let inner = BoxCloneSyncService::new(DeadlineLayer.layer(stage));
+            .map_response(|r: http::Response<_>| r.map(Body::new))
+            .layer(rl)
+            .into_inner()
+    });
+    let stage = ServiceBuilder::new()
+        // The request deadline covers queueing, retries and waiting for a
+        // replica, up to the answer's head.
+        .layer(DeadlineLayer)
+        .option_layer(ratelimit)
+        .option_layer(queue_layer)
+        .option_layer(retry)
+        .map_response(|r: http::Response<llmgate_balance::BoxBody>| r.map(Body::new))
+        .service(balance);
+    let inner = stage;
 
     let tiers = crate::tiers::TierTable::from_config(config);
     let meta = MetaLayer::new()
@@ -143,30 +140,36 @@ async fn models(State(app): State<Arc<AppState>>) -> Response {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) are for one connection only.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in listed {
-        headers.remove(n);
+    if headers.contains_key(http::header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in listed {
+            headers.remove(n);
+        }
     }
-    for n in HOP_BY_HOP {
-        headers.remove(n);
+    // One pass over the names present is cheaper than eight hashed removals
+    // on the common message that has none of them.
+    if headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        for n in &HOP_BY_HOP {
+            headers.remove(n);
+        }
     }
 }
 
@@ -198,12 +201,14 @@ async fn proxy(State(app): State<Arc<AppState>>, mut req: Request<Body>) -> Resp
             } else {
                 "upstream_error"
             };
-            metrics::counter!("llmgate_requests_total", "priority" => priority.as_str(), "outcome" => outcome)
-                .increment(1);
+            app.metrics.request(priority, outcome);
             let body = match parts.extensions.get::<ServedBy>() {
-                Some(ServedBy(replica)) => {
-                    Body::new(MeteredBody::new(body, start, replica.clone(), priority))
-                }
+                Some(ServedBy(replica)) => Body::new(MeteredBody::new(
+                    body,
+                    start,
+                    app.metrics.replica(replica),
+                    priority,
+                )),
                 None => body,
             };
             Response::from_parts(parts, body)
@@ -217,8 +222,7 @@ async fn proxy(State(app): State<Arc<AppState>>, mut req: Request<Body>) -> Resp
                 400..=499 => "bad_request",
                 _ => "error",
             };
-            metrics::counter!("llmgate_requests_total", "priority" => priority.as_str(), "outcome" => outcome)
-                .increment(1);
+            app.metrics.request(priority, outcome);
             res
         }
     }
@@ -227,12 +231,14 @@ async fn proxy(State(app): State<Arc<AppState>>, mut req: Request<Body>) -> Resp
 /// The priority a request will get, for metric labels only (the stack's
 /// MetaLayer decides for routing; a bad header is rejected there).
 fn label_priority(app: &AppState, req: &Request<Body>) -> Priority {
-    match req.headers().get("x-priority") {
+    const X_PRIORITY: HeaderName = HeaderName::from_static("x-priority");
+    match req.headers().get(&X_PRIORITY) {
         Some(v) => v
             .to_str()
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or_default(),
+        None if app.tiers.is_empty() => Priority::default(),
         None => app
             .tiers
             .priority_of(&ClientKey::from_parts(req.headers(), req.extensions()))

@@ -2,15 +2,106 @@
 //! answer's body as it is relayed to the client (so queue time is included,
 //! and a stream counts until its end).
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use http_body::{Body as HttpBody, Frame};
+use metrics::{Counter, Histogram};
+use parking_lot::RwLock;
 use tokio::time::Instant;
 
 use llmgate_core::Priority;
+
+/// Outcome labels of `llmgate_requests_total`.
+pub const OUTCOMES: [&str; 7] = [
+    "success",
+    "upstream_error",
+    "rate_limited",
+    "unavailable",
+    "timeout",
+    "bad_request",
+    "error",
+];
+
+/// Handles of the per-request series, resolved once per label set (the
+/// labels are bounded: priorities, outcomes, replicas), so that a request
+/// does no registry look-up and formats no label. Build it after the
+/// metrics recorder is installed.
+pub struct RequestMetrics {
+    requests: Vec<Counter>,
+    replicas: RwLock<HashMap<Arc<str>, Arc<ReplicaSeries>>>,
+}
+
+/// One replica's latency histograms.
+pub struct ReplicaSeries {
+    ttft: Histogram,
+    duration: Vec<Histogram>,
+}
+
+impl std::fmt::Debug for RequestMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestMetrics").finish_non_exhaustive()
+    }
+}
+
+impl RequestMetrics {
+    /// Registers the request counters with the installed recorder.
+    pub fn new() -> Self {
+        let mut requests = Vec::with_capacity(Priority::ALL.len() * OUTCOMES.len());
+        for p in Priority::ALL {
+            for o in OUTCOMES {
+                requests.push(metrics::counter!("llmgate_requests_total", "priority" => p.as_str(), "outcome" => o));
+            }
+        }
+        RequestMetrics {
+            requests,
+            replicas: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one request; `outcome` is one of [`OUTCOMES`].
+    pub fn request(&self, priority: Priority, outcome: &str) {
+        let o = OUTCOMES
+            .iter()
+            .position(|x| *x == outcome)
+            .unwrap_or(OUTCOMES.len() - 1);
+        self.requests[priority.rank() * OUTCOMES.len() + o].increment(1);
+    }
+
+    /// The histograms of `replica`.
+    pub fn replica(&self, replica: &Arc<str>) -> Arc<ReplicaSeries> {
+        if let Some(s) = self.replicas.read().get(replica) {
+            return s.clone();
+        }
+        let series = Arc::new(ReplicaSeries {
+            ttft: metrics::histogram!("llmgate_time_to_first_token_seconds", "replica" => replica.to_string()),
+            duration: Priority::ALL
+                .iter()
+                .map(|p| {
+                    metrics::histogram!(
+                        "llmgate_request_duration_seconds",
+                        "replica" => replica.to_string(),
+                        "priority" => p.as_str()
+                    )
+                })
+                .collect(),
+        });
+        self.replicas
+            .write()
+            .entry(replica.clone())
+            .or_insert(series)
+            .clone()
+    }
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 pin_project_lite::pin_project! {
     /// A relayed body that records `llmgate_time_to_first_token_seconds` at its
@@ -19,7 +110,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Body,
         start: Instant,
-        replica: Arc<str>,
+        series: Arc<ReplicaSeries>,
         priority: Priority,
         first_seen: bool,
         done: bool,
@@ -27,12 +118,18 @@ pin_project_lite::pin_project! {
 }
 
 impl MeteredBody {
-    /// Wraps `inner`, served by `replica`, for a request that arrived at `start`.
-    pub fn new(inner: Body, start: Instant, replica: Arc<str>, priority: Priority) -> Self {
+    /// Wraps `inner`, served by the replica of `series`, for a request that
+    /// arrived at `start`.
+    pub fn new(
+        inner: Body,
+        start: Instant,
+        series: Arc<ReplicaSeries>,
+        priority: Priority,
+    ) -> Self {
         MeteredBody {
             inner,
             start,
-            replica,
+            series,
             priority,
             first_seen: false,
             done: false,
@@ -53,17 +150,12 @@ impl HttpBody for MeteredBody {
         match &r {
             Poll::Ready(Some(Ok(f))) if f.is_data() && !*this.first_seen => {
                 *this.first_seen = true;
-                metrics::histogram!("llmgate_time_to_first_token_seconds", "replica" => this.replica.to_string())
-                    .record(this.start.elapsed().as_secs_f64());
+                this.series.ttft.record(this.start.elapsed().as_secs_f64());
             }
             Poll::Ready(None) if !*this.done => {
                 *this.done = true;
-                metrics::histogram!(
-                    "llmgate_request_duration_seconds",
-                    "replica" => this.replica.to_string(),
-                    "priority" => this.priority.as_str()
-                )
-                .record(this.start.elapsed().as_secs_f64());
+                this.series.duration[this.priority.rank()]
+                    .record(this.start.elapsed().as_secs_f64());
             }
             _ => {}
         }

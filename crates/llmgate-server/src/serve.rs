@@ -176,6 +176,7 @@ pub async fn start(config: Config, install_metrics: bool) -> Result<Running, Str
         fleet: fleet.clone(),
         queue: queue.clone(),
         tiers: crate::tiers::TierTable::from_config(&config),
+        metrics: Arc::new(crate::metered::RequestMetrics::new()),
     };
 
     let listener = TcpListener::bind(config.server.listen)

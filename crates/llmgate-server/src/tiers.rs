@@ -40,6 +40,11 @@ impl TierTable {
     pub fn priority_of(&self, client: &ClientKey) -> Option<Priority> {
         self.priority.get(client).copied()
     }
+
+    /// No API key has a tier.
+    pub fn is_empty(&self) -> bool {
+        self.priority.is_empty()
+    }
 }
 
 /// The rate-limit layer: the `[ratelimit]` defaults plus one override per

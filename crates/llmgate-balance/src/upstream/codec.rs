@@ -112,9 +112,12 @@ pub(crate) fn parse_response_head(
     request_method: &Method,
 ) -> Result<Option<Head>, ProtocolError> {
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut slots);
-        let len = match res.parse(buf) {
+        let mut slots =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut res, buf, &mut slots);
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => {
                 if buf.len() >= MAX_HEAD_BYTES {
@@ -140,15 +143,35 @@ pub(crate) fn parse_response_head(
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        let mut headers = HeaderMap::with_capacity(res.headers.len());
-        for h in res.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| bad(format!("header name {:?}", h.name)))?;
-            let value = HeaderValue::from_bytes(h.value)
-                .map_err(|_| bad(format!("value of header {:?}", h.name)))?;
+        // Header values are slices of the received head, not copies: note
+        // where each field lies, then cut the head off the buffer.
+        let base = buf.as_ptr() as usize;
+        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+        let n = res.headers.len();
+        for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            *span = (
+                name as u32,
+                h.name.len() as u32,
+                value as u32,
+                h.value.len() as u32,
+            );
+        }
+        let head = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(n);
+        for &(ns, nl, vs, vl) in &spans[..n] {
+            let name_bytes = &head[ns as usize..(ns + nl) as usize];
+            let name = HeaderName::from_bytes(name_bytes).map_err(|_| {
+                bad(format!(
+                    "header name {:?}",
+                    String::from_utf8_lossy(name_bytes)
+                ))
+            })?;
+            let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..(vs + vl) as usize))
+                .map_err(|_| bad(format!("value of header {name}")))?;
             headers.append(name, value);
         }
-        buf.advance(len);
         let framing = framing(&headers, status, request_method)?;
         let keep_alive = keep_alive(&headers, version) && framing != Framing::UntilClose;
         return Ok(Some(Head {

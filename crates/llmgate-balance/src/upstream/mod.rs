@@ -262,14 +262,17 @@ async fn exchange(
         });
     }
     loop {
-        match codec::parse_response_head(&mut conn.buf, method) {
-            Ok(Some(h)) => return Ok(h),
-            Ok(None) => {}
-            Err(e) => {
-                return Err(ExchangeError {
-                    error: e.into(),
-                    nothing_received: false,
-                })
+        // Nothing to parse before the first bytes arrive.
+        if !conn.buf.is_empty() {
+            match codec::parse_response_head(&mut conn.buf, method) {
+                Ok(Some(h)) => return Ok(h),
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(ExchangeError {
+                        error: e.into(),
+                        nothing_received: false,
+                    })
+                }
             }
         }
         let had = conn.buf.len();
