@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -413,11 +413,34 @@ impl Body for UpstreamBody {
 
 impl Conn {
     /// Reads what the socket has into the buffer; `Ok(0)` at end of stream.
+    ///
+    /// The buffer is reserved only once the socket is readable and given
+    /// up while waiting empty: an open stream spends most of its life
+    /// between two small chunks, and thousands of them should not each
+    /// hold a read buffer meanwhile.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < pool::MIN_READ_SPACE {
-            self.buf.reserve(self.read_size);
+        loop {
+            match self.io.poll_read_ready(cx) {
+                Poll::Pending => {
+                    if self.buf.is_empty() && self.buf.capacity() > 0 {
+                        self.buf = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {}
+            }
+            if self.buf.capacity() - self.buf.len() < pool::MIN_READ_SPACE {
+                self.buf.reserve(self.read_size);
+            }
+            match self.io.try_read_buf(&mut self.buf) {
+                Ok(n) => return Poll::Ready(Ok(n)),
+                // Readiness was stale; it is cleared now, so the next
+                // `poll_read_ready` registers for the real event.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
         }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
     }
 }
 

@@ -139,7 +139,7 @@ impl Pool {
         io.set_nodelay(true)?;
         Ok(Conn {
             io,
-            buf: BytesMut::with_capacity(self.config.read_size),
+            buf: BytesMut::new(),
             read_size: self.config.read_size,
             reused: false,
         })
