@@ -140,7 +140,7 @@ async fn models(State(app): State<Arc<AppState>>) -> Response {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) are for one connection only.
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     http::header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     http::header::PROXY_AUTHENTICATE,
@@ -152,24 +152,38 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(http::header::CONNECTION) {
+    // One pass over the names present (most messages carry none of these,
+    // or only `connection: keep-alive`), then removals of just those.
+    let mut present = [false; HOP_BY_HOP.len()];
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if !any {
+        return;
+    }
+    if present[0] {
+        // Headers that `Connection` names are hop-by-hop too; `close` and
+        // `keep-alive` are options, not header names (and `keep-alive` goes
+        // anyway).
         let listed: Vec<HeaderName> = headers
             .get_all(http::header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for n in listed {
             headers.remove(n);
         }
     }
-    // One pass over the names present is cheaper than eight hashed removals
-    // on the common message that has none of them.
-    if headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
-        for n in &HOP_BY_HOP {
-            headers.remove(n);
-        }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
+        headers.remove(name);
     }
 }
 
@@ -255,4 +269,43 @@ struct NotFound(String);
 pub async fn read_json<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, String> {
     let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
     serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, http::HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_stripped() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Trace"),
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("x-trace", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("content-type", "application/json"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["content-type", "x-kept"]);
+    }
+
+    #[test]
+    fn end_to_end_headers_are_left_alone() {
+        let mut h = map(&[("content-type", "text/event-stream"), ("x-request-id", "7")]);
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+    }
 }

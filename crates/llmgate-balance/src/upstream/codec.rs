@@ -11,7 +11,7 @@ use http::{Method, StatusCode, Version};
 /// Largest response head accepted.
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most response header fields accepted.
-const MAX_HEADERS: usize = 128;
+const MAX_HEADERS: usize = 100;
 /// Longest chunk-size or trailer line accepted.
 const MAX_LINE_BYTES: usize = 4096;
 
