@@ -312,8 +312,13 @@ max_concurrent = {per_replica}
         if held:
             print(f"per open stream:          {(rss - idle_rss) / held:.1f} KiB")
         print(f"gateway RSS 3 s after closing: {after / 1024:.1f} MiB")
-        target_ok = rss <= 150 * 1024 and held == args.streams
-        print(f"target <= 150 MB with every stream open: {'met' if target_ok else 'MISSED'}")
+        # The target is for 10,000 streams; a smaller run is scaled up
+        # linearly from its per-stream figure.
+        if held:
+            at_10k = idle_rss + (rss - idle_rss) / held * 10_000
+            verdict = "met" if at_10k <= 150 * 1024 and held == args.streams else "MISSED"
+            print(f"RSS scaled to 10,000 streams: {at_10k / 1024:.0f} MiB  "
+                  f"(target <= 150 MB: {verdict})")
         if gw.poll() is not None:
             sys.exit(f"llmgate exited during the run ({gw.returncode}); see {gw_log.name}")
     finally:
