@@ -17,8 +17,11 @@
 //!   that fans out to every waiting task), so it can sit below a retry layer
 //!   and a priority queue at once. `call` takes the chosen endpoint's slot
 //!   at once, so a queue above releases one request per free slot.
-//! * [`Fleet`] is the ready-made pool of HTTP replicas: one pooled hyper
-//!   client, a per-endpoint stack of [`Endpoint`] (admission gate, load
+//! * [`Fleet`] is the ready-made pool of HTTP replicas: one [`Upstream`]
+//!   client (an HTTP/1.1 keep-alive pool whose connections are driven by
+//!   the request's own task, see [`upstream`]; hyper-util's client for h2c
+//!   replicas and telemetry scrapes), a per-endpoint stack of [`Endpoint`]
+//!   (admission gate, load
 //!   tracked to the end of the stream) → circuit breaker in not-ready mode →
 //!   [`Attempt`] (per-attempt timeouts that answer only once the first
 //!   chunk is in, so a replica that hangs is retried elsewhere), plus active

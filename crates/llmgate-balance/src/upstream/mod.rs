@@ -7,7 +7,7 @@
 //! hyper-util's pooled client runs one background task and one dispatch
 //! channel per connection; on a 2-core machine those hand-offs were most of
 //! the gateway's per-request CPU, and their buffers most of the memory of an
-//! open stream (`benches/README.md`). Framing is [`codec`]: requests carry a
+//! open stream (`benches/README.md`). Framing is its own `codec` module: requests carry a
 //! `content-length` (bodies are buffered before routing), answers may use
 //! content-length, chunked or close-delimited bodies.
 //!

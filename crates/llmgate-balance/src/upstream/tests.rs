@@ -373,3 +373,65 @@ async fn large_bodies_go_both_ways() {
     );
     assert_eq!(r.accepted.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_connection_idle_past_the_timeout_is_not_reused() {
+    let r = replica(vec![
+        Act::Answer(LEN_OK),
+        Act::Answer(LEN_OK),
+        Act::Answer(LEN_OK),
+    ])
+    .await;
+    let up = Upstream::http1(UpstreamConfig {
+        idle_timeout: Duration::from_millis(100),
+        ..UpstreamConfig::default()
+    });
+    assert_eq!(
+        text(up.send(&r.target, post("/a", "")).await.unwrap()).await,
+        "{\"ok\":true}"
+    );
+    assert_eq!(
+        text(up.send(&r.target, post("/b", "")).await.unwrap()).await,
+        "{\"ok\":true}"
+    );
+    assert_eq!(
+        r.accepted.load(Ordering::SeqCst),
+        1,
+        "reused within the timeout"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(
+        text(up.send(&r.target, post("/c", "")).await.unwrap()).await,
+        "{\"ok\":true}"
+    );
+    assert_eq!(
+        r.accepted.load(Ordering::SeqCst),
+        2,
+        "a new connection after the timeout"
+    );
+}
+
+#[tokio::test]
+async fn idle_connections_per_replica_are_capped() {
+    let r = replica(vec![
+        Act::AnswerHold(LEN_OK),
+        Act::AnswerHold(LEN_OK),
+        Act::AnswerHold(LEN_OK),
+    ])
+    .await;
+    let up = Upstream::http1(UpstreamConfig {
+        max_idle_per_host: 2,
+        ..UpstreamConfig::default()
+    });
+    // Three concurrent requests open three connections; two stay idle.
+    let (a, b, c) = tokio::join!(
+        up.send(&r.target, post("/a", "")),
+        up.send(&r.target, post("/b", "")),
+        up.send(&r.target, post("/c", "")),
+    );
+    for res in [a, b, c] {
+        assert_eq!(text(res.unwrap()).await, "{\"ok\":true}");
+    }
+    assert_eq!(r.accepted.load(Ordering::SeqCst), 3);
+    assert_eq!(up.idle_connections(), 2);
+}
