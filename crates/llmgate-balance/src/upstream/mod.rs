@@ -5,10 +5,11 @@
 //! task that awaits the answer and then polls its body, so a proxied request
 //! costs no task, channel or cross-thread wake-up beyond the socket's own.
 //! hyper-util's pooled client runs one background task and one dispatch
-//! channel per connection; on a 2-core machine those hand-offs were most of
-//! the gateway's per-request CPU, and their buffers most of the memory of an
-//! open stream (`benches/README.md`). Framing is its own `codec` module: requests carry a
-//! `content-length` (bodies are buffered before routing), answers may use
+//! channel per connection: each request crosses tasks twice, and the
+//! channel and that connection's buffers were about half the memory of an
+//! open stream (`benches/README.md`). Framing is the `codec` module:
+//! requests carry a `content-length` (bodies are buffered before routing),
+//! answers may use
 //! content-length, chunked or close-delimited bodies.
 //!
 //! With `h2c` the fleet speaks HTTP/2 with prior knowledge through
