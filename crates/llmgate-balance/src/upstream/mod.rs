@@ -9,8 +9,7 @@
 //! channel and that connection's buffers were about half the memory of an
 //! open stream (`benches/README.md`). Framing is the `codec` module:
 //! requests carry a `content-length` (bodies are buffered before routing),
-//! answers may use
-//! content-length, chunked or close-delimited bodies.
+//! answers may use content-length, chunked or close-delimited bodies.
 //!
 //! With `h2c` the fleet speaks HTTP/2 with prior knowledge through
 //! hyper-util's client instead (multiplexed streams need a connection task).
