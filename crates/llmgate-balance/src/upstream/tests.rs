@@ -435,3 +435,46 @@ async fn idle_connections_per_replica_are_capped() {
     assert_eq!(r.accepted.load(Ordering::SeqCst), 3);
     assert_eq!(up.idle_connections(), 2);
 }
+
+/// Both kinds against a real engine-like server (an `llmgate-sim` replica,
+/// which speaks HTTP/1.1 and h2c): a JSON answer and an SSE stream.
+#[tokio::test]
+async fn http1_and_h2c_reach_a_sim_replica() {
+    let sim =
+        llmgate_sim::SimFleet::spawn(vec![llmgate_sim::SimConfig::default().with_speedup(100.0)])
+            .unwrap();
+    let target = Target::parse(&sim.replicas()[0].url()).unwrap();
+    for up in [
+        Upstream::http1(UpstreamConfig::default()),
+        Upstream::h2c(crate::http_client(true)),
+    ] {
+        let res = up
+            .send(
+                &target,
+                post(
+                    "/v1/completions",
+                    r#"{"model":"llama-3-8b","prompt":"Hi","max_tokens":4}"#,
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{up:?}");
+        assert!(text(res).await.contains("\"usage\""), "{up:?}");
+
+        let res = up
+            .send(
+                &target,
+                post(
+                    "/v1/completions",
+                    r#"{"model":"llama-3-8b","prompt":"Hi","max_tokens":4,"stream":true}"#,
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{up:?}");
+        let body = text(res).await;
+        assert!(body.starts_with("data: "), "{up:?}: {body}");
+        assert!(body.trim_end().ends_with("data: [DONE]"), "{up:?}: {body}");
+    }
+    sim.shutdown();
+}
