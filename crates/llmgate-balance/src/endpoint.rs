@@ -151,13 +151,21 @@ impl Health {
     }
 }
 
-/// Decay time of the latency EWMAs.
+/// Decay time of the end-to-end latency EWMA.
 const EWMA_DECAY: Duration = Duration::from_secs(10);
+
+/// Decay time of the TTFT estimate, which [`LoadView::cost`] prices
+/// endpoints by. Long enough that it stays a steady picture of an endpoint's
+/// recent worst first tokens while it has traffic (with 10 s it followed
+/// single long prefills, and p2c drifted onto the slow GPUs in between); an
+/// endpoint shunned by one slow sample is still tried again within minutes.
+const TTFT_DECAY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy)]
 struct Ewma {
     value_s: f64,
     at: Option<Instant>,
+    decay: Duration,
 }
 
 impl Ewma {
@@ -168,7 +176,7 @@ impl Ewma {
     fn value_at(&self, now: Instant) -> Option<f64> {
         let at = self.at?;
         let dt = now.saturating_duration_since(at).as_secs_f64();
-        Some(self.value_s * (-dt / EWMA_DECAY.as_secs_f64()).exp())
+        Some(self.value_s * (-dt / self.decay.as_secs_f64()).exp())
     }
 
     /// Peak-EWMA: a sample above the (decayed) estimate replaces it at once,
@@ -178,7 +186,7 @@ impl Ewma {
         self.value_s = match (self.at, self.value_at(now)) {
             (Some(prev), Some(current)) if sample_s <= current => {
                 let dt = now.saturating_duration_since(prev).as_secs_f64();
-                let w = (-dt / EWMA_DECAY.as_secs_f64()).exp();
+                let w = (-dt / self.decay.as_secs_f64()).exp();
                 current * w + sample_s * (1.0 - w)
             }
             _ => sample_s,
@@ -237,10 +245,12 @@ impl EndpointState {
                 latency: Ewma {
                     value_s: 0.0,
                     at: None,
+                    decay: EWMA_DECAY,
                 },
                 ttft: Ewma {
                     value_s: 0.0,
                     at: None,
+                    decay: TTFT_DECAY,
                 },
                 error_rate: 0.0,
                 last_progress: Instant::now(),
@@ -493,7 +503,7 @@ mod tests {
         assert_eq!(state.load_view(Duration::from_secs(30)).ttft_s, 2.0);
         // No traffic for three decay periods: it has come most of the way down,
         // so the endpoint is tried again instead of staying shunned.
-        tokio::time::advance(EWMA_DECAY * 3).await;
+        tokio::time::advance(TTFT_DECAY * 3).await;
         let later = state.load_view(Duration::from_secs(30)).ttft_s;
         assert!(later < 0.11 && later > 0.0, "{later}");
         // A fast sample now blends in below the decayed peak.

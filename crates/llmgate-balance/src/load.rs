@@ -63,13 +63,25 @@ impl LoadView {
         0.7 * self.in_flight as f64 + 0.3 * waiting
     }
 
-    /// The [`EndpointLoad`] cost: expected wait for a new request, in
-    /// seconds-like units: `(queue + 1) × ttft`, where `ttft` is the
-    /// peak-EWMA time to first byte (decaying while the endpoint gets no
-    /// traffic; [`DEFAULT_TTFT_S`] before its first answer), inflated by
-    /// KV-cache pressure (a nearly full cache means preemptions) and recent
-    /// errors, divided by weight. On a heterogeneous fleet the TTFT factor
-    /// is what sends less to the slower GPUs.
+    /// The [`EndpointLoad`] cost, in seconds-like units: the endpoint's
+    /// time to first token, `(1 + queue / QUEUE_DOUBLING) × ttft ×
+    /// (ttft / DEFAULT_TTFT_S)`, inflated by KV-cache pressure (a nearly full
+    /// cache means preemptions) and recent errors, divided by weight.
+    ///
+    /// `ttft` is the peak-EWMA time to first byte ([`DEFAULT_TTFT_S`] before
+    /// the first answer): a slowly decaying estimate of the endpoint's recent
+    /// worst first-token time, i.e. how slow it is. Two things differ from a
+    /// serial-server `(queue + 1) × ttft`:
+    ///
+    /// - a continuous-batching engine serves its queue together, so a
+    ///   request more in flight lengthens the next first token by a step's
+    ///   fraction, not by a whole TTFT: the queue counts `1 / QUEUE_DOUBLING`
+    ///   per request;
+    /// - the p99 first token of a fleet is set by its slowest GPUs, whose
+    ///   tail (long prefills) stays long however idle they are: the TTFT
+    ///   factor is squared (relative to the 50 ms reference), so a replica
+    ///   three times slower is used only once the fast ones hold about
+    ///   `8 × QUEUE_DOUBLING` requests more than it: as overflow.
     pub fn cost(&self) -> f64 {
         let ttft = if self.ttft_s > 0.0 {
             self.ttft_s
@@ -83,12 +95,17 @@ impl LoadView {
             1.0
         };
         let err_penalty = 1.0 + 4.0 * self.error_rate;
-        (self.queue_depth() + 1.0) * ttft * kv_penalty * err_penalty / f64::from(self.weight.max(1))
+        let queue = 1.0 + self.queue_depth() / QUEUE_DOUBLING;
+        queue * ttft * (ttft / DEFAULT_TTFT_S) * kv_penalty * err_penalty
+            / f64::from(self.weight.max(1))
     }
 }
 
 /// Time to first token assumed for an endpoint that has not answered yet.
 pub const DEFAULT_TTFT_S: f64 = 0.05;
+
+/// Requests in flight that double an endpoint's [`LoadView::cost`].
+pub const QUEUE_DOUBLING: f64 = 10.0;
 
 /// The `Load` metric of a balanced endpoint: its [`LoadView::cost`].
 /// Ordered by cost; NaN never occurs (all inputs are finite).
@@ -136,11 +153,41 @@ mod tests {
         let mut slow = view(3);
         slow.ttft_s = 0.06;
         assert!(slow.cost() > fast.cost());
-        // ...but an idle slow replica beats a busy fast one.
-        let mut idle_slow = view(0);
-        idle_slow.ttft_s = 0.06;
-        assert!(idle_slow.cost() < fast.cost());
         // No answer yet: the default stands in.
         assert_eq!(view(0).cost(), DEFAULT_TTFT_S);
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn queue_counts_a_tenth_and_a_slow_replica_is_overflow_only() {
+        // (1 + q / 10) × ttft × ttft / 50 ms
+        let mut fast = view(10);
+        fast.ttft_s = 0.02;
+        assert!(close(fast.cost(), 2.0 * 0.02 * 0.4), "{}", fast.cost());
+        let mut idle_slow = view(0);
+        idle_slow.ttft_s = 0.06;
+        assert!(close(idle_slow.cost(), 0.06 * 1.2), "{}", idle_slow.cost());
+        // A replica three times slower costs nine times more: a fast one
+        // with a few requests in flight (which `(queue + 1) × ttft` sent to
+        // the idle slow one) still wins...
+        fast.in_flight = 3;
+        assert!(fast.cost() < idle_slow.cost());
+        fast.in_flight = 70;
+        assert!(fast.cost() < idle_slow.cost());
+        // ...until it holds about eighty more: the slow one takes overflow.
+        fast.in_flight = 90;
+        assert!(fast.cost() > idle_slow.cost());
+        // Engine-reported queues count the same way.
+        let mut engine = view(0);
+        engine.ttft_s = 0.02;
+        engine.engine = Some(EngineView {
+            running: 85.0,
+            waiting: 5.0,
+            kv_cache_usage: 0.5,
+        });
+        assert!(close(engine.cost(), fast.cost()));
     }
 }
