@@ -282,6 +282,10 @@ async fn drive(shared: Arc<Shared>) {
             let now = st.engine.now_us();
             st.clock.anchor(Instant::now(), now);
         }
+        // Tokens of a step reach clients when the step ends, as an engine
+        // returns them after the forward pass: a request's first token waits
+        // for its own prefill, not only for the step before it.
+        let mut out: Vec<(mpsc::UnboundedSender<Ev>, Ev)> = Vec::new();
         loop {
             let slow = {
                 let mut fs = shared.faults.lock();
@@ -309,27 +313,31 @@ async fn drive(shared: Arc<Shared>) {
                     if ev.finished {
                         let f = st.engine.take_finished(ev.id).unwrap_or_default();
                         if let Some(sink) = st.sinks.remove(&ev.id) {
-                            let _ = sink.tx.send(Ev::Done(f));
+                            out.push((sink.tx, Ev::Done(f)));
                         }
                     } else if let Some(sink) = st.sinks.get(&ev.id) {
                         if sink.stream {
-                            let _ = sink.tx.send(Ev::Token(ev.index));
+                            out.push((sink.tx.clone(), Ev::Token(ev.index)));
                         }
                     }
                 }
                 st.clock.wall_at(st.engine.now_us())
             };
             let now = Instant::now();
-            if target > now + Duration::from_millis(1) {
+            let slept = target > now + Duration::from_millis(1);
+            if slept {
                 tokio::time::sleep_until(target).await;
-            } else {
-                if now > target + Duration::from_millis(50) {
-                    // Fell behind (the host is saturated): do not try to
-                    // catch up in a burst.
-                    let mut st = shared.state.lock();
-                    let v = st.engine.now_us();
-                    st.clock.anchor(now, v);
-                }
+            } else if now > target + Duration::from_millis(50) {
+                // Fell behind (the host is saturated): do not try to catch
+                // up in a burst.
+                let mut st = shared.state.lock();
+                let v = st.engine.now_us();
+                st.clock.anchor(now, v);
+            }
+            for (tx, ev) in out.drain(..) {
+                let _ = tx.send(ev);
+            }
+            if !slept {
                 tokio::task::yield_now().await;
             }
         }
@@ -555,5 +563,50 @@ impl SimFleet {
     /// Stops every replica.
     pub fn shutdown(self) {
         drop(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineRequest;
+    use crate::profile::Profile;
+
+    /// A token reaches its client when the step that produced it ends, so
+    /// the time to first token a client sees includes the request's own
+    /// prefill (tokio's paused clock: the replica's sleeps are exact).
+    #[tokio::test(start_paused = true)]
+    async fn tokens_are_delivered_when_their_step_ends() {
+        let replica = SimReplica::spawn(
+            SimConfig::default()
+                .with_profile(Profile::A100_8B)
+                .with_speedup(1.0),
+        )
+        .unwrap();
+        let shared = replica.shared.clone();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let start = Instant::now();
+        {
+            let mut st = shared.state.lock();
+            let arrival = st.clock.now_us();
+            let id = st
+                .engine
+                .submit_at(EngineRequest::new(2000, Vec::new(), 1), arrival)
+                .unwrap();
+            st.sinks.insert(id, Sink { tx, stream: true });
+        }
+        shared.notify.notify_one();
+        let Some(Ev::Done(f)) = rx.recv().await else {
+            panic!("expected the request to finish");
+        };
+        let seen = Instant::now() - start;
+        // A 2,000-token prefill on this profile is tens of milliseconds.
+        assert!(f.ttft_us() > 10_000, "virtual TTFT {} µs", f.ttft_us());
+        assert!(
+            seen >= Duration::from_micros(f.ttft_us()),
+            "the token arrived after {seen:?}, before its step ended ({} µs)",
+            f.ttft_us()
+        );
+        replica.kill();
     }
 }
