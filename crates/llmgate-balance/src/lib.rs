@@ -31,11 +31,16 @@
 //!
 //! # Load
 //!
-//! [`LoadView::cost`] is the [`EndpointLoad`]: `(queue + 1) × (1 + ttft)`
-//! inflated by KV-cache pressure and recent errors, divided by weight, where
-//! `queue` is the larger of this balancer's in-flight requests and the
-//! engine's own running + waiting (when its telemetry is fresh; stale
-//! telemetry is never used).
+//! [`LoadView::cost`] is the [`EndpointLoad`]: `(1 + queue / 10) × ttft ×
+//! (ttft / 50 ms)` inflated by KV-cache pressure and recent errors, divided
+//! by weight. `queue` is the larger of this balancer's in-flight requests
+//! and the engine's own running + waiting (when its telemetry is fresh;
+//! stale telemetry is never used); `ttft` is a peak-EWMA of the endpoint's
+//! time to first byte. A batching engine serves its queue together, hence
+//! a tenth per request; a slow GPU's first-token tail stays long however
+//! idle it is, hence the squared speed factor. p2c compares two endpoints
+//! by [`LoadView::cost_for`] the request's prompt: the cost plus its own
+//! prefill at the endpoint's pace (`ttft × prompt tokens / 1000`).
 //!
 //! # Strategies
 //!
@@ -47,7 +52,7 @@
 //! | `least_loaded` | lowest `0.7 × in-flight + 0.3 × engine queue` |
 //! | `gpu_aware` | under GPU thresholds, lowest GPU score; else least loaded |
 //! | `adaptive` | weighted composite of load, latency, errors, GPU |
-//! | `p2c` (default) | the cheaper of two random endpoints by `EndpointLoad` |
+//! | `p2c` (default) | the cheaper of two random endpoints by `EndpointLoad` plus the prompt's own prefill |
 //! | `cache_affinity` | the longest cached prefix, unless overloaded |
 //! | `sticky` | consistent hashing of the session with bounded load |
 //!
@@ -107,7 +112,10 @@ pub use fleet::{
     HealthConfig,
 };
 pub use llmgate_breaker::BreakerConfig;
-pub use load::{gpu_score, EndpointLoad, EngineView, GpuSummary, LoadView};
+pub use load::{
+    gpu_score, EndpointLoad, EngineView, GpuSummary, LoadView, DEFAULT_TTFT_S,
+    PREFILL_REFERENCE_TOKENS, QUEUE_DOUBLING,
+};
 pub use strategy::{GpuThresholds, StrategyKind};
 pub use tracked::{Endpoint, InnerService};
 pub use upstream::{Target, Upstream, UpstreamBody, UpstreamConfig};

@@ -83,6 +83,15 @@ impl LoadView {
     ///   three times slower is used only once the fast ones hold about
     ///   `8 × QUEUE_DOUBLING` requests more than it: as overflow.
     pub fn cost(&self) -> f64 {
+        self.cost_for(0)
+    }
+
+    /// [`cost`](Self::cost) for a request with `prompt_tokens` to prefill:
+    /// plus the request's own prefill at this endpoint's pace, `ttft ×
+    /// prompt_tokens / PREFILL_REFERENCE_TOKENS`, so a long prompt leans
+    /// harder towards a fast replica than a short one does (a slow GPU's
+    /// first-token tail is its long prefills).
+    pub fn cost_for(&self, prompt_tokens: u32) -> f64 {
         let ttft = if self.ttft_s > 0.0 {
             self.ttft_s
         } else {
@@ -96,13 +105,18 @@ impl LoadView {
         };
         let err_penalty = 1.0 + 4.0 * self.error_rate;
         let queue = 1.0 + self.queue_depth() / QUEUE_DOUBLING;
-        queue * ttft * (ttft / DEFAULT_TTFT_S) * kv_penalty * err_penalty
+        let own_prefill = ttft * f64::from(prompt_tokens) / PREFILL_REFERENCE_TOKENS;
+        (queue * ttft * (ttft / DEFAULT_TTFT_S) + own_prefill) * kv_penalty * err_penalty
             / f64::from(self.weight.max(1))
     }
 }
 
 /// Time to first token assumed for an endpoint that has not answered yet.
 pub const DEFAULT_TTFT_S: f64 = 0.05;
+
+/// A prompt this long adds one TTFT of the endpoint to
+/// [`LoadView::cost_for`] (its own prefill, at the endpoint's speed).
+pub const PREFILL_REFERENCE_TOKENS: f64 = 1000.0;
 
 /// Requests in flight that double an endpoint's [`LoadView::cost`].
 pub const QUEUE_DOUBLING: f64 = 10.0;
@@ -189,5 +203,23 @@ mod tests {
             kv_cache_usage: 0.5,
         });
         assert!(close(engine.cost(), fast.cost()));
+    }
+
+    #[test]
+    fn a_long_prompt_leans_harder_towards_the_fast_replica() {
+        let mut fast = view(85);
+        fast.ttft_s = 0.02;
+        let mut slow = view(0);
+        slow.ttft_s = 0.06;
+        // Past the overflow point a short prompt goes to the slow replica...
+        assert!(slow.cost_for(50) < fast.cost_for(50));
+        // ...a long one stays on the fast one: its own prefill costs
+        // ttft × tokens / 1000 there, three times more on the slow one.
+        assert!(fast.cost_for(2000) < slow.cost_for(2000));
+        assert!(close(
+            slow.cost_for(2000),
+            slow.cost() + 0.06 * 2000.0 / PREFILL_REFERENCE_TOKENS
+        ));
+        assert!(close(fast.cost_for(0), fast.cost()));
     }
 }

@@ -89,7 +89,7 @@ impl Strategy for CacheAffinity {
             c.iter().position(|x| x.id == &**ep)
         });
         let Some(i) = matched else {
-            return p2c(&mut self.rng, c);
+            return p2c(&mut self.rng, meta, c);
         };
         let least = argmin_by(c, |x| x.load.queue_depth());
         let q = c[i].load.queue_depth();

@@ -164,13 +164,15 @@ impl Strategy for PowerOfTwoChoices {
         "p2c"
     }
 
-    fn pick(&mut self, _meta: Option<&RequestMeta>, c: &[Candidate<'_>]) -> usize {
-        p2c(&mut self.rng, c)
+    fn pick(&mut self, meta: Option<&RequestMeta>, c: &[Candidate<'_>]) -> usize {
+        p2c(&mut self.rng, meta, c)
     }
 }
 
-/// Two distinct random candidates, the one with the lower cost.
-pub(crate) fn p2c(rng: &mut SmallRng, c: &[Candidate<'_>]) -> usize {
+/// Two distinct random candidates, the one with the lower cost for this
+/// request ([`LoadView::cost_for`] its prompt).
+pub(crate) fn p2c(rng: &mut SmallRng, meta: Option<&RequestMeta>, c: &[Candidate<'_>]) -> usize {
+    let prompt = meta.map_or(0, |m| m.prompt_tokens);
     match c.len() {
         0 | 1 => 0,
         n => {
@@ -179,7 +181,7 @@ pub(crate) fn p2c(rng: &mut SmallRng, c: &[Candidate<'_>]) -> usize {
             if b >= a {
                 b += 1;
             }
-            if c[b].load.cost() < c[a].load.cost() {
+            if c[b].load.cost_for(prompt) < c[a].load.cost_for(prompt) {
                 b
             } else {
                 a

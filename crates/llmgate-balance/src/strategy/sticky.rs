@@ -132,7 +132,7 @@ impl Strategy for StickySessions {
 
     fn pick(&mut self, meta: Option<&RequestMeta>, c: &[Candidate<'_>]) -> usize {
         let Some(session) = meta.and_then(|m| m.session.as_deref()) else {
-            return p2c(&mut self.rng, c);
+            return p2c(&mut self.rng, meta, c);
         };
         if self.built_for != Some(fingerprint(c)) {
             self.rebuild(c);
