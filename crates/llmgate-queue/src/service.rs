@@ -162,6 +162,45 @@ where
         };
         (svc, worker)
     }
+
+    /// With nothing queued and the inner service free and ready, calls it
+    /// from the caller's task: no hand-off to the worker and back, which
+    /// is most of what a queue costs while it is empty. Order holds: the
+    /// request would have been released first anyway. Otherwise gives the
+    /// request back to be queued (a `Pending` here was seen with a no-op
+    /// waker, so the queued path wakes the worker, whose own `poll_ready`
+    /// registers for readiness).
+    fn try_direct(&self, req: Req, priority: Priority) -> Result<ResponseFuture<S::Future>, Req> {
+        {
+            let g = self.shared.locked.lock();
+            if !g.queue.is_empty() || g.closed.is_some() {
+                return Err(req);
+            }
+        }
+        let Some(mut inner) = self.inner.try_lock() else {
+            return Err(req);
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        match inner.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => {
+                let fut = inner.call(req);
+                drop(inner);
+                let rec = &self.shared.recorder;
+                rec.accepted();
+                rec.served(priority, Duration::ZERO);
+                Ok(ResponseFuture::called(fut))
+            }
+            Poll::Pending => Err(req),
+            Poll::Ready(Err(e)) => {
+                drop(inner);
+                let source: BoxError = e.into();
+                self.shared.close(QueueError::InnerFailed {
+                    source: Arc::from(source),
+                });
+                Err(req)
+            }
+        }
+    }
 }
 
 impl<S, Req> PriorityQueue<S, Req>
@@ -254,53 +293,6 @@ where
                 }
                 let cancel: Arc<dyn Cancel> = self.shared.clone();
                 ResponseFuture::queued(rx, CancelGuard::new(cancel, id))
-            }
-        }
-    }
-}
-
-impl<S, Req> PriorityQueue<S, Req>
-where
-    S: Service<Req> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    Req: PriorityOf + Send + 'static,
-{
-    /// With nothing queued and the inner service free and ready, calls it
-    /// from the caller's task: no hand-off to the worker and back, which
-    /// is most of what a queue costs while it is empty. Order holds: the
-    /// request would have been released first anyway. Otherwise gives the
-    /// request back to be queued (a `Pending` here was seen with a no-op
-    /// waker, so the queued path wakes the worker, whose own `poll_ready`
-    /// registers for readiness).
-    fn try_direct(&self, req: Req, priority: Priority) -> Result<ResponseFuture<S::Future>, Req> {
-        {
-            let g = self.shared.locked.lock();
-            if !g.queue.is_empty() || g.closed.is_some() {
-                return Err(req);
-            }
-        }
-        let Some(mut inner) = self.inner.try_lock() else {
-            return Err(req);
-        };
-        let mut cx = Context::from_waker(Waker::noop());
-        match inner.poll_ready(&mut cx) {
-            Poll::Ready(Ok(())) => {
-                let fut = inner.call(req);
-                drop(inner);
-                let rec = &self.shared.recorder;
-                rec.accepted();
-                rec.served(priority, Duration::ZERO);
-                Ok(ResponseFuture::called(fut))
-            }
-            Poll::Pending => Err(req),
-            Poll::Ready(Err(e)) => {
-                drop(inner);
-                let source: BoxError = e.into();
-                self.shared.close(QueueError::InnerFailed {
-                    source: Arc::from(source),
-                });
-                Err(req)
             }
         }
     }
