@@ -13,8 +13,6 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-
-use crate::upstream::{Target, Upstream};
 use hyper_util::rt::TokioExecutor;
 use tokio::time::{Instant, Sleep};
 use tower::{BoxError, Service};
@@ -22,6 +20,7 @@ use tower::{BoxError, Service};
 use llmgate_core::{BufferedBody, RequestMeta};
 
 use crate::error::{AttemptTimeout, UpstreamError};
+use crate::upstream::{Target, Upstream};
 
 /// The response body every endpoint returns: boxed once, at the edge.
 pub type BoxBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -103,11 +102,16 @@ impl Attempt {
         base: &str,
         timeouts: AttemptTimeouts,
     ) -> Result<Self, BoxError> {
-        Ok(Attempt {
+        Ok(Self::to_target(upstream, Target::parse(base)?, timeouts))
+    }
+
+    /// An attempt service for an already parsed replica `target`.
+    pub fn to_target(upstream: Upstream, target: Target, timeouts: AttemptTimeouts) -> Self {
+        Attempt {
             upstream,
-            target: Target::parse(base)?,
+            target,
             timeouts,
-        })
+        }
     }
 }
 

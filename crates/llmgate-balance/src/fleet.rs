@@ -171,13 +171,14 @@ impl Fleet {
     pub fn new(config: FleetConfig, specs: Vec<EndpointSpec>) -> Result<Fleet, FleetError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let balance = GpuAwareBalance::new(FleetDiscover { rx }, config.balance.clone());
+        let client = http_client(config.h2c);
         let handle = FleetHandle {
             inner: Arc::new(Inner {
                 upstream: match config.h2c {
-                    true => Upstream::h2c(http_client(true)),
+                    true => Upstream::h2c(client.clone()),
                     false => Upstream::http1(UpstreamConfig::default()),
                 },
-                client: http_client(config.h2c),
+                client,
                 config,
                 tx,
                 members: Mutex::new(HashMap::new()),
@@ -257,8 +258,9 @@ impl FleetHandle {
         spec.validate().map_err(FleetError::Invalid)?;
         let cfg = &self.inner.config;
         let state = EndpointState::new(spec.clone());
-        let attempt = Attempt::new(self.inner.upstream.clone(), &spec.url, cfg.timeouts)
+        let target = Target::parse(&spec.url)
             .map_err(|e| FleetError::Invalid(format!("replica {}: {e}", spec.id)))?;
+        let attempt = Attempt::to_target(self.inner.upstream.clone(), target.clone(), cfg.timeouts);
         let (inner, breaker) = match &cfg.breaker {
             Some(b) => {
                 let layer = b.clone().name(spec.id.clone()).mode(Mode::NotReady).build();
@@ -276,6 +278,7 @@ impl FleetHandle {
         if let Some(h) = cfg.health {
             tasks.push(tokio::spawn(health_loop(
                 self.inner.upstream.clone(),
+                target,
                 state.clone(),
                 h,
                 Arc::downgrade(&self.inner),
@@ -443,6 +446,7 @@ pub fn parse_replicas_file(text: &str) -> Result<Vec<EndpointSpec>, String> {
 /// in-flight requests stall while another endpoint makes progress.
 async fn health_loop(
     client: Upstream,
+    target: Target,
     state: Arc<EndpointState>,
     cfg: HealthConfig,
     fleet: std::sync::Weak<Inner>,
@@ -452,10 +456,6 @@ async fn health_loop(
     let path = match state.spec().models.is_empty() {
         true => "/health",
         false => "/v1/models",
-    };
-    // The URL was checked when the endpoint was built.
-    let Ok(target) = Target::parse(&state.spec().url) else {
-        return;
     };
     loop {
         let passed = probe(&client, &target, path, &state, cfg.timeout).await;

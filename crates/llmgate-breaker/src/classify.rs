@@ -41,17 +41,32 @@ where
     type Output = Response<BreakerBody<B>>;
 
     fn classify(&self, result: Result<Response<B>, E>, permit: Permit) -> Result<Self::Output, E> {
-        match result {
-            Err(e) => {
-                permit.failure();
-                Err(e)
-            }
-            Ok(res) if res.status().is_server_error() => {
-                permit.failure();
-                Ok(res.map(BreakerBody::done))
-            }
-            Ok(res) => Ok(res.map(|b| BreakerBody::track(b, permit, BodyMode::Http))),
+        classify_http(result, permit, |res, permit| {
+            res.map(|b| BreakerBody::track(b, permit, BodyMode::Http))
+        })
+    }
+}
+
+/// Errors and 5xx answers are failures at once; any other answer is left
+/// to `answer`, with the permit.
+fn classify_http<B, E>(
+    result: Result<Response<B>, E>,
+    permit: Permit,
+    answer: impl FnOnce(Response<B>, Permit) -> Response<BreakerBody<B>>,
+) -> Result<Response<BreakerBody<B>>, E>
+where
+    B: http_body::Body,
+{
+    match result {
+        Err(e) => {
+            permit.failure();
+            Err(e)
         }
+        Ok(res) if res.status().is_server_error() => {
+            permit.failure();
+            Ok(res.map(BreakerBody::done))
+        }
+        Ok(res) => Ok(answer(res, permit)),
     }
 }
 
@@ -76,27 +91,20 @@ where
     type Output = Response<BreakerBody<B>>;
 
     fn classify(&self, result: Result<Response<B>, E>, permit: Permit) -> Result<Self::Output, E> {
-        match result {
-            Err(e) => {
-                permit.failure();
-                Err(e)
-            }
-            Ok(res) if res.status().is_server_error() => {
-                permit.failure();
-                Ok(res.map(BreakerBody::done))
-            }
-            Ok(res) => {
-                if let Some(code) = res.headers().get("grpc-status") {
+        classify_http(result, permit, |res, permit| {
+            // A trailers-only answer carries its status in the headers.
+            match res.headers().get("grpc-status") {
+                Some(code) => {
                     if grpc_code_is_failure(code.as_bytes()) {
                         permit.failure();
                     } else {
                         permit.success();
                     }
-                    return Ok(res.map(BreakerBody::done));
+                    res.map(BreakerBody::done)
                 }
-                Ok(res.map(|b| BreakerBody::track(b, permit, BodyMode::Grpc)))
+                None => res.map(|b| BreakerBody::track(b, permit, BodyMode::Grpc)),
             }
-        }
+        })
     }
 }
 

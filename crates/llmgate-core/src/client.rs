@@ -87,7 +87,7 @@ impl ClientKey {
     /// anonymous.
     pub fn from_parts(headers: &http::HeaderMap, extensions: &http::Extensions) -> ClientKey {
         if let Some(id) = headers
-            .get(&X_CLIENT_ID)
+            .get(&crate::headers::X_CLIENT_ID)
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .filter(|s| !s.is_empty())
@@ -108,9 +108,6 @@ impl ClientKey {
         &self.0
     }
 }
-
-/// The `x-client-id` header.
-const X_CLIENT_ID: http::HeaderName = http::HeaderName::from_static("x-client-id");
 
 /// The token of an `Authorization: Bearer …` header, if any.
 pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {

@@ -15,6 +15,7 @@ use http_body_util::Full;
 use tokio::time::Instant;
 use tower::{BoxError, Layer, Service};
 
+use crate::headers::{X_PRIORITY, X_REQUEST_TIMEOUT, X_SESSION_ID};
 use crate::meta::DEFAULT_REQUEST_TIMEOUT;
 use crate::parse::parse_body;
 use crate::prefix::DEFAULT_BLOCK_CHARS;
@@ -31,12 +32,6 @@ pub const DEFAULT_BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 /// Longest `x-request-timeout` accepted: one day.
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(86_400);
-
-/// Request headers the layer reads (as constants: looking a header up by
-/// `&str` parses the name on every request).
-const X_PRIORITY: http::HeaderName = http::HeaderName::from_static("x-priority");
-const X_REQUEST_TIMEOUT: http::HeaderName = http::HeaderName::from_static("x-request-timeout");
-const X_SESSION_ID: http::HeaderName = http::HeaderName::from_static("x-session-id");
 
 /// Chooses a request's priority when it carries no `x-priority` header; the
 /// hook through which a server maps API keys (client keys) to tiers.

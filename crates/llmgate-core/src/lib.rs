@@ -48,6 +48,7 @@ mod client;
 mod deadline;
 mod error;
 mod estimate;
+pub mod headers;
 mod layer;
 mod meta;
 mod parse;

@@ -14,6 +14,7 @@ use axum::Router;
 use http::{HeaderMap, HeaderName, Request, StatusCode};
 use http_body_util::BodyExt;
 use llmgate_balance::Fleet;
+use llmgate_core::headers::{HOP_BY_HOP, X_PRIORITY};
 use llmgate_core::{
     BufferedBody, ClientKey, DeadlineLayer, MetaLayer, PeerAddr, Priority, ServedBy,
 };
@@ -82,7 +83,7 @@ pub fn build_stack(config: &Config, fleet: &Fleet) -> (GatewayService, Option<Qu
             .layer(rl)
             .into_inner()
     });
-    let stage = ServiceBuilder::new()
+    let inner = ServiceBuilder::new()
         // The request deadline covers queueing, retries and waiting for a
         // replica, up to the answer's head.
         .layer(DeadlineLayer)
@@ -91,7 +92,6 @@ pub fn build_stack(config: &Config, fleet: &Fleet) -> (GatewayService, Option<Qu
         .option_layer(retry)
         .map_response(|r: http::Response<llmgate_balance::BoxBody>| r.map(Body::new))
         .service(balance);
-    let inner = stage;
 
     let tiers = crate::tiers::TierTable::from_config(config);
     let meta = MetaLayer::new()
@@ -139,33 +139,24 @@ async fn models(State(app): State<Arc<AppState>>) -> Response {
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
 }
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1) are for one connection only.
-static HOP_BY_HOP: [HeaderName; 8] = [
-    http::header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    http::header::PROXY_AUTHENTICATE,
-    http::header::PROXY_AUTHORIZATION,
-    http::header::TE,
-    http::header::TRAILER,
-    http::header::TRANSFER_ENCODING,
-    http::header::UPGRADE,
-];
-
+/// Removes the hop-by-hop headers, and those `Connection` names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names present (most messages carry none of these,
     // or only `connection: keep-alive`), then removals of just those.
     let mut present = [false; HOP_BY_HOP.len()];
     let mut any = false;
+    let mut connection = false;
     for name in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
             present[i] = true;
             any = true;
+            connection |= name == http::header::CONNECTION;
         }
     }
     if !any {
         return;
     }
-    if present[0] {
+    if connection {
         // Headers that `Connection` names are hop-by-hop too; `close` and
         // `keep-alive` are options, not header names (and `keep-alive` goes
         // anyway).
@@ -245,7 +236,6 @@ async fn proxy(State(app): State<Arc<AppState>>, mut req: Request<Body>) -> Resp
 /// The priority a request will get, for metric labels only (the stack's
 /// MetaLayer decides for routing; a bad header is rejected there).
 fn label_priority(app: &AppState, req: &Request<Body>) -> Priority {
-    const X_PRIORITY: HeaderName = HeaderName::from_static("x-priority");
     match req.headers().get(&X_PRIORITY) {
         Some(v) => v
             .to_str()

@@ -27,16 +27,10 @@ fn bad(msg: impl Into<String>) -> ProtocolError {
 /// Request headers that describe one connection (RFC 9110 §7.6.1) or that
 /// the client sets itself; never copied from the caller's request.
 fn skipped_request_header(name: &HeaderName) -> bool {
-    name == header::HOST
+    llmgate_core::headers::is_hop_by_hop(name)
+        || name == header::HOST
         || name == header::CONTENT_LENGTH
-        || name == header::TRANSFER_ENCODING
-        || name == header::CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::UPGRADE
         || name == header::EXPECT
-        || name == header::PROXY_AUTHORIZATION
-        || name.as_str() == "keep-alive"
         || name.as_str() == "proxy-connection"
 }
 

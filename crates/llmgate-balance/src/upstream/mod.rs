@@ -211,7 +211,7 @@ async fn send_http1(
             false => pool.checkout(&target.authority).await?,
             true => pool.connect(&target.authority).await?,
         };
-        match exchange(&mut conn, &head, &tail, &parts.method).await {
+        match exchange(&mut conn, &head, &tail, &parts.method, pool.read_size()).await {
             Ok(h) => {
                 let decoder = Decoder::new(h.framing);
                 let mut body = H1Body {
@@ -247,6 +247,7 @@ async fn exchange(
     head: &[u8],
     tail: &[u8],
     method: &Method,
+    read_size: usize,
 ) -> Result<codec::Head, ExchangeError> {
     let sent = async {
         conn.io.write_all(head).await?;
@@ -276,7 +277,7 @@ async fn exchange(
             }
         }
         let had = conn.buf.len();
-        let n = std::future::poll_fn(|cx| conn.poll_fill(cx)).await;
+        let n = std::future::poll_fn(|cx| conn.poll_fill(cx, read_size)).await;
         match n {
             Ok(0) => {
                 return Err(ExchangeError {
@@ -362,7 +363,7 @@ impl H1Body {
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Ok(Step::NeedMore) => match ready!(conn.poll_fill(cx)) {
+                Ok(Step::NeedMore) => match ready!(conn.poll_fill(cx, self.pool.read_size())) {
                     Ok(0) if self.decoder == Decoder::UntilClose => {
                         self.conn = None;
                         self.decoder = Decoder::Done;
@@ -418,7 +419,11 @@ impl Conn {
     /// up while waiting empty: an open stream spends most of its life
     /// between two small chunks, and thousands of them should not each
     /// hold a read buffer meanwhile.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+    fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        read_size: usize,
+    ) -> Poll<std::io::Result<usize>> {
         loop {
             match self.io.poll_read_ready(cx) {
                 Poll::Pending => {
@@ -431,7 +436,7 @@ impl Conn {
                 Poll::Ready(Ok(())) => {}
             }
             if self.buf.capacity() - self.buf.len() < pool::MIN_READ_SPACE {
-                self.buf.reserve(self.read_size);
+                self.buf.reserve(read_size);
             }
             match self.io.try_read_buf(&mut self.buf) {
                 Ok(n) => return Poll::Ready(Ok(n)),

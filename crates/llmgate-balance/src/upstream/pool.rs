@@ -43,7 +43,6 @@ impl Default for UpstreamConfig {
 pub(crate) struct Conn {
     pub(crate) io: TcpStream,
     pub(crate) buf: BytesMut,
-    pub(crate) read_size: usize,
     /// Came from the pool (the replica may have closed it meanwhile).
     pub(crate) reused: bool,
 }
@@ -82,6 +81,11 @@ impl Pool {
                 last_sweep: Instant::now(),
             }),
         }
+    }
+
+    /// Bytes to reserve before a read.
+    pub(crate) fn read_size(&self) -> usize {
+        self.config.read_size
     }
 
     pub(crate) fn idle_count(&self) -> usize {
@@ -140,7 +144,6 @@ impl Pool {
         Ok(Conn {
             io,
             buf: BytesMut::new(),
-            read_size: self.config.read_size,
             reused: false,
         })
     }
