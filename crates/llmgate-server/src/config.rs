@@ -208,6 +208,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Overall limit on one request, queueing and retries included.
     pub request_timeout_secs: u64,
+    /// A client connection with no request for this long is closed (0: kept
+    /// until the client closes it).
+    pub idle_timeout_secs: u64,
     /// A TOML file of `[[replicas]]` tables, watched for changes every
     /// `replicas_watch_secs`: added replicas join, removed ones are drained
     /// (within `drain_timeout_secs`), changed ones are replaced without
@@ -227,6 +230,7 @@ impl Default for ServerConfig {
             drain_timeout_secs: 30,
             max_body_bytes: 8 * 1024 * 1024,
             request_timeout_secs: 300,
+            idle_timeout_secs: 300,
             replicas_file: None,
             replicas_watch_secs: 2,
         }
@@ -243,6 +247,7 @@ impl fmt::Debug for ServerConfig {
             .field("drain_timeout_secs", &self.drain_timeout_secs)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("idle_timeout_secs", &self.idle_timeout_secs)
             .field("replicas_file", &self.replicas_file)
             .field("replicas_watch_secs", &self.replicas_watch_secs)
             .finish()
@@ -257,6 +262,10 @@ impl ServerConfig {
     /// `request_timeout_secs` as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs)
+    }
+    /// `idle_timeout_secs` as a duration; `None` when 0.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_secs > 0).then(|| Duration::from_secs(self.idle_timeout_secs))
     }
 }
 
@@ -1342,6 +1351,7 @@ mod tests {
         assert_eq!(c.server.drain_timeout(), Duration::from_secs(30));
         assert_eq!(c.server.max_body_bytes, 8 << 20);
         assert_eq!(c.server.request_timeout_secs, 300);
+        assert_eq!(c.server.idle_timeout(), Some(Duration::from_secs(300)));
         assert_eq!(c.routing.strategy, "p2c");
         assert!(!c.routing.enable_gpu_aware);
         assert_eq!(c.routing.gpu_max_utilization_pct, 95.0);
@@ -1429,6 +1439,7 @@ admin_token = "s3cret-token"
 drain_timeout_secs = 12
 max_body_bytes = 1048576
 request_timeout_secs = 100
+idle_timeout_secs = 0
 
 [routing]
 strategy = "least-loaded"
@@ -1526,6 +1537,7 @@ priority = 4
         assert_eq!(c.server.listen, addr("0.0.0.0:8000"));
         assert_eq!(c.server.admin_token.as_deref(), Some("s3cret-token"));
         assert_eq!(c.server.max_body_bytes, 1 << 20);
+        assert_eq!(c.server.idle_timeout(), None, "0 keeps connections");
         assert_eq!(c.routing.strategy_name(), "least_loaded");
         assert!(c.routing.enable_gpu_aware);
         assert_eq!(c.routing.gpu_max_utilization_pct, 90.0);

@@ -1,11 +1,10 @@
 //! `llmgate serve`: the gateway with its metrics and admin listeners.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
+use axum::extract::ConnectInfo;
 use llmgate_balance::{
     AttemptTimeouts, BalanceConfig, BreakerConfig, EndpointSpec, Fleet, FleetConfig, GpuThresholds,
     HealthConfig, StrategyKind,
@@ -203,7 +202,12 @@ pub async fn start(config: Config, install_metrics: bool) -> Result<Running, Str
 
     let (tx, rx) = watch::channel(false);
     let drain = Duration::from_secs(config.server.drain_timeout_secs);
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(state);
+    let server_config = llmgate_http1::ServerConfig {
+        max_body_bytes: config.server.max_body_bytes,
+        idle_timeout: config.server.idle_timeout(),
+        ..llmgate_http1::ServerConfig::default()
+    };
     let admin = crate::admin::router(fleet.clone(), queue, config.server.admin_token.clone())
         .into_make_service();
     let mut rx_admin = rx.clone();
@@ -223,19 +227,23 @@ pub async fn start(config: Config, install_metrics: bool) -> Result<Running, Str
             }
         };
         let (stopping_tx, mut stopping_rx) = watch::channel(false);
-        let server = axum::serve(
-            // Streamed tokens go out as they come, not held back by Nagle.
-            listener.tap_io(|tcp| {
-                let _ = tcp.set_nodelay(true);
-            }),
-            app,
-        )
-        .with_graceful_shutdown(async move {
-            stop.await;
-            tracing::info!("shutting down: no new connections; finishing in-flight requests");
-            let _ = stopping_tx.send(true);
-        });
-        let server = server.into_future();
+        let server = llmgate_http1::serve(
+            listener,
+            server_config,
+            move |peer: SocketAddr| {
+                tower::ServiceBuilder::new()
+                    .map_request(move |mut req: http::Request<llmgate_http1::RequestBody>| {
+                        req.extensions_mut().insert(ConnectInfo(peer));
+                        req
+                    })
+                    .service(app.clone())
+            },
+            async move {
+                stop.await;
+                tracing::info!("shutting down: no new connections; finishing in-flight requests");
+                let _ = stopping_tx.send(true);
+            },
+        );
         tokio::pin!(server);
         tokio::select! {
             _ = &mut server => {}
@@ -247,7 +255,6 @@ pub async fn start(config: Config, install_metrics: bool) -> Result<Running, Str
             }
         }
     });
-    let _ = Arc::new(());
     Ok(Running {
         addr,
         metrics_addr,

@@ -7,21 +7,20 @@
 //! hyper-util's pooled client runs one background task and one dispatch
 //! channel per connection: each request crosses tasks twice, and the
 //! channel and that connection's buffers were about half the memory of an
-//! open stream (`benches/README.md`). Framing is the `codec` module:
+//! open stream (`benches/README.md`). Framing is `llmgate_http1::codec`:
 //! requests carry a `content-length` (bodies are buffered before routing),
 //! answers may use content-length, chunked or close-delimited bodies.
 //!
 //! With `h2c` the fleet speaks HTTP/2 with prior knowledge through
 //! hyper-util's client instead (multiplexed streams need a connection task).
 
-mod codec;
 mod pool;
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{Method, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -30,11 +29,11 @@ use tower::BoxError;
 
 use llmgate_core::BufferedBody;
 
-pub use codec::ProtocolError;
+pub use llmgate_http1::codec::ProtocolError;
 pub use pool::UpstreamConfig;
 
 use crate::attempt::HttpClient;
-use codec::{Decoder, Step};
+use llmgate_http1::codec::{self, Decoder, Step};
 use pool::{Conn, Pool};
 
 /// Request bodies up to this size are written with the head in one call.
@@ -248,7 +247,7 @@ async fn exchange(
     tail: &[u8],
     method: &Method,
     read_size: usize,
-) -> Result<codec::Head, ExchangeError> {
+) -> Result<codec::ResponseHead, ExchangeError> {
     let sent = async {
         conn.io.write_all(head).await?;
         if !tail.is_empty() {
@@ -414,38 +413,12 @@ impl Body for UpstreamBody {
 
 impl Conn {
     /// Reads what the socket has into the buffer; `Ok(0)` at end of stream.
-    ///
-    /// The buffer is reserved only once the socket is readable and given
-    /// up while waiting empty: an open stream spends most of its life
-    /// between two small chunks, and thousands of them should not each
-    /// hold a read buffer meanwhile.
     fn poll_fill(
         &mut self,
         cx: &mut Context<'_>,
         read_size: usize,
     ) -> Poll<std::io::Result<usize>> {
-        loop {
-            match self.io.poll_read_ready(cx) {
-                Poll::Pending => {
-                    if self.buf.is_empty() && self.buf.capacity() > 0 {
-                        self.buf = BytesMut::new();
-                    }
-                    return Poll::Pending;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Ready(Ok(())) => {}
-            }
-            if self.buf.capacity() - self.buf.len() < pool::MIN_READ_SPACE {
-                self.buf.reserve(read_size);
-            }
-            match self.io.try_read_buf(&mut self.buf) {
-                Ok(n) => return Poll::Ready(Ok(n)),
-                // Readiness was stale; it is cleared now, so the next
-                // `poll_read_ready` registers for the real event.
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        llmgate_http1::io::poll_fill(&self.io, &mut self.buf, cx, read_size)
     }
 }
 

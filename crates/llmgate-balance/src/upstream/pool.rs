@@ -9,8 +9,6 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tower::BoxError;
 
-/// Below this much free buffer space a read first reserves `read_size`.
-pub(crate) const MIN_READ_SPACE: usize = 512;
 /// A buffer that grew past this (a large answer) is not kept while idle.
 const MAX_IDLE_BUFFER: usize = 16 * 1024;
 

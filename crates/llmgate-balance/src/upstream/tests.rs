@@ -291,7 +291,7 @@ async fn malformed_answers_are_errors_that_say_why() {
     let r = replica(vec![Act::AnswerClose(b"garbage\r\n\r\n")]).await;
     let err = up.send(&r.target, post("/a", "")).await.unwrap_err();
     assert!(
-        err.to_string().contains("invalid HTTP/1.1 response"),
+        err.to_string().contains("invalid HTTP/1.1 message"),
         "{err}"
     );
 }

@@ -1,23 +1,23 @@
-//! HTTP/1.1 framing for the upstream client: request heads out, response
-//! heads and bodies (content-length, chunked, until close) in. Pure
-//! functions over byte buffers, so every edge is unit-tested without I/O.
+//! HTTP/1.1 framing for both ends: request heads and bodies, response heads
+//! and bodies (content-length, chunked, until close). Pure functions over
+//! byte buffers, so every edge is unit-tested without I/O.
 
 use std::io::Write;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, StatusCode, Version};
+use http::{Method, StatusCode, Uri, Version};
 
 /// Largest response head accepted.
-pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most response header fields accepted.
 const MAX_HEADERS: usize = 100;
 /// Longest chunk-size or trailer line accepted.
 const MAX_LINE_BYTES: usize = 4096;
 
-/// The replica broke HTTP/1.1 framing.
+/// The peer broke HTTP/1.1 framing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid HTTP/1.1 response from replica: {0}")]
+#[error("invalid HTTP/1.1 message: {0}")]
 pub struct ProtocolError(pub(crate) String);
 
 fn bad(msg: impl Into<String>) -> ProtocolError {
@@ -39,7 +39,7 @@ fn skipped_request_header(name: &HeaderName) -> bool {
 /// to `authority`, a `content-length` for `body_len` unless the method
 /// carries no body and the body is empty, and the caller's end-to-end
 /// headers.
-pub(crate) fn encode_request_head(
+pub fn encode_request_head(
     method: &Method,
     path_prefix: &str,
     path_and_query: &str,
@@ -76,7 +76,7 @@ pub(crate) fn encode_request_head(
 
 /// How the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Framing {
+pub enum Framing {
     /// No body (HEAD, 204, 304).
     Empty,
     /// Exactly this many bytes.
@@ -89,22 +89,26 @@ pub(crate) enum Framing {
 
 /// A parsed response head.
 #[derive(Debug)]
-pub(crate) struct Head {
-    pub(crate) status: StatusCode,
-    pub(crate) version: Version,
-    pub(crate) headers: HeaderMap,
-    pub(crate) framing: Framing,
+pub struct ResponseHead {
+    /// The final status (interim 1xx answers are skipped).
+    pub status: StatusCode,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// The header fields, values sliced from the received head.
+    pub headers: HeaderMap,
+    /// How the body is delimited.
+    pub framing: Framing,
     /// The connection may carry another request once the body is read.
-    pub(crate) keep_alive: bool,
+    pub keep_alive: bool,
 }
 
 /// Parses a final response head from the front of `buf` and removes it
 /// (interim 1xx answers are skipped). `Ok(None)` means more bytes are
 /// needed.
-pub(crate) fn parse_response_head(
+pub fn parse_response_head(
     buf: &mut BytesMut,
     request_method: &Method,
-) -> Result<Option<Head>, ProtocolError> {
+) -> Result<Option<ResponseHead>, ProtocolError> {
     loop {
         let mut slots =
             [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -137,24 +141,48 @@ pub(crate) fn parse_response_head(
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        // Header values are slices of the received head, not copies: note
-        // where each field lies, then cut the head off the buffer.
+        let spans = Spans::of(buf, res.headers);
+        let headers = spans.into_headers(buf.split_to(len).freeze())?;
+        let framing = framing(&headers, status, request_method)?;
+        let keep_alive = keep_alive(&headers, version) && framing != Framing::UntilClose;
+        return Ok(Some(ResponseHead {
+            status,
+            version,
+            headers,
+            framing,
+            keep_alive,
+        }));
+    }
+}
+
+/// Where each header field of a parsed head lies in its buffer, so the
+/// values can become slices of the head (no copies) once it is cut off.
+struct Spans {
+    at: [(u32, u32, u32, u32); MAX_HEADERS],
+    n: usize,
+}
+
+impl Spans {
+    fn of(buf: &[u8], parsed: &[httparse::Header<'_>]) -> Spans {
         let base = buf.as_ptr() as usize;
-        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-        let n = res.headers.len();
-        for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
+        let mut at = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+        for (span, h) in at.iter_mut().zip(parsed) {
             *span = (
-                name as u32,
+                (h.name.as_ptr() as usize - base) as u32,
                 h.name.len() as u32,
-                value as u32,
+                (h.value.as_ptr() as usize - base) as u32,
                 h.value.len() as u32,
             );
         }
-        let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(n);
-        for &(ns, nl, vs, vl) in &spans[..n] {
+        Spans {
+            at,
+            n: parsed.len(),
+        }
+    }
+
+    fn into_headers(self, head: Bytes) -> Result<HeaderMap, ProtocolError> {
+        let mut headers = HeaderMap::with_capacity(self.n);
+        for &(ns, nl, vs, vl) in &self.at[..self.n] {
             let name_bytes = &head[ns as usize..(ns + nl) as usize];
             let name = HeaderName::from_bytes(name_bytes).map_err(|_| {
                 bad(format!(
@@ -166,15 +194,7 @@ pub(crate) fn parse_response_head(
                 .map_err(|_| bad(format!("value of header {name}")))?;
             headers.append(name, value);
         }
-        let framing = framing(&headers, status, request_method)?;
-        let keep_alive = keep_alive(&headers, version) && framing != Framing::UntilClose;
-        return Ok(Some(Head {
-            status,
-            version,
-            headers,
-            framing,
-            keep_alive,
-        }));
+        Ok(headers)
     }
 }
 
@@ -193,17 +213,22 @@ fn framing(
         // RFC 9112 §6.3: chunked must be the final coding; anything else
         // runs until the connection closes. Transfer-Encoding overrides
         // Content-Length.
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(|c| c.trim_ascii())
-            .rfind(|c| !c.is_empty());
-        return Ok(match last {
+        return Ok(match final_transfer_coding(headers) {
             Some(c) if c.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
             _ => Framing::UntilClose,
         });
     }
+    let length = content_length(headers)?;
+    Ok(match length {
+        Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+        None => Framing::UntilClose,
+    })
+}
+
+/// The `Content-Length` of a head: `None` when absent; an error when it is
+/// not a number or its values disagree.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProtocolError> {
     let mut length: Option<u64> = None;
     for v in headers.get_all(header::CONTENT_LENGTH) {
         for part in v.as_bytes().split(|b| *b == b',') {
@@ -224,11 +249,17 @@ fn framing(
             length = Some(n);
         }
     }
-    Ok(match length {
-        Some(0) => Framing::Empty,
-        Some(n) => Framing::Length(n),
-        None => Framing::UntilClose,
-    })
+    Ok(length)
+}
+
+/// The last transfer coding named, if the head has `Transfer-Encoding`.
+fn final_transfer_coding(headers: &HeaderMap) -> Option<&[u8]> {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(|c| c.trim_ascii())
+        .rfind(|c| !c.is_empty())
 }
 
 fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
@@ -247,9 +278,231 @@ fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
     }
 }
 
+/// A parsed request head.
+#[derive(Debug)]
+pub struct RequestHead {
+    /// The method.
+    pub method: Method,
+    /// The request target as sent (origin form, absolute form or `*`).
+    pub uri: Uri,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// The header fields, values sliced from the received head.
+    pub headers: HeaderMap,
+    /// How the body is delimited: [`Framing::Empty`], [`Framing::Length`]
+    /// or [`Framing::Chunked`] (a request body never runs until close).
+    pub framing: Framing,
+    /// The client allows another request on this connection.
+    pub keep_alive: bool,
+    /// The client waits for `100 Continue` before it sends the body.
+    pub expects_continue: bool,
+}
+
+/// A request the server cannot take, with the status that says why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RequestError {
+    /// The answer's status: 400, 408, 413, 417, 431, 501, 505…
+    pub status: StatusCode,
+    /// What was wrong, for the client.
+    pub message: String,
+}
+
+fn reject(status: StatusCode, msg: impl Into<String>) -> RequestError {
+    RequestError {
+        status,
+        message: msg.into(),
+    }
+}
+
+/// Parses a request head from the front of `buf` and removes it.
+/// `Ok(None)` means more bytes are needed. Request smuggling shapes
+/// (`Transfer-Encoding` with `Content-Length`, codings other than plain
+/// `chunked`) are refused.
+pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, RequestError> {
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, &mut slots);
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            if buf.len() >= MAX_HEAD_BYTES {
+                return Err(reject(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    format!("request head larger than {MAX_HEAD_BYTES} bytes"),
+                ));
+            }
+            return Ok(None);
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(reject(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!("more than {MAX_HEADERS} header fields"),
+            ))
+        }
+        Err(httparse::Error::Version) => {
+            return Err(reject(
+                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                "only HTTP/1.0 and HTTP/1.1 are served here",
+            ))
+        }
+        Err(e) => {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                format!("unparseable request head: {e}"),
+            ))
+        }
+    };
+    let bad_request = |e: ProtocolError| reject(StatusCode::BAD_REQUEST, e.to_string());
+    let method_bytes = req.method.unwrap_or("").as_bytes();
+    let method = Method::from_bytes(method_bytes)
+        .map_err(|_| reject(StatusCode::BAD_REQUEST, "invalid method"))?;
+    let path = req.path.unwrap_or("");
+    let path_at = path.as_ptr() as usize - buf.as_ptr() as usize;
+    let path_len = path.len();
+    let version = match req.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let spans = Spans::of(buf, req.headers);
+    let head = buf.split_to(len).freeze();
+    let target = head.slice(path_at..path_at + path_len);
+    let uri = Uri::from_maybe_shared(target.clone()).map_err(|_| {
+        reject(
+            StatusCode::BAD_REQUEST,
+            format!("request target {:?}", String::from_utf8_lossy(&target)),
+        )
+    })?;
+    let headers = spans.into_headers(head).map_err(bad_request)?;
+
+    let framing = if headers.contains_key(header::TRANSFER_ENCODING) {
+        if version == Version::HTTP_10 {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                "transfer-encoding in an HTTP/1.0 request",
+            ));
+        }
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                "both transfer-encoding and content-length",
+            ));
+        }
+        let codings = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .filter(|c| !c.trim_ascii().is_empty())
+            .count();
+        match final_transfer_coding(&headers) {
+            Some(c) if codings == 1 && c.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
+            _ => {
+                return Err(reject(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "only the chunked transfer coding is understood",
+                ))
+            }
+        }
+    } else {
+        match content_length(&headers).map_err(bad_request)? {
+            None | Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+        }
+    };
+    let expects_continue = match headers.get(header::EXPECT) {
+        None => false,
+        Some(v) if v.as_bytes().eq_ignore_ascii_case(b"100-continue") => {
+            version == Version::HTTP_11
+        }
+        Some(_) => {
+            return Err(reject(
+                StatusCode::EXPECTATION_FAILED,
+                "only the 100-continue expectation is understood",
+            ))
+        }
+    };
+    let keep_alive = keep_alive(&headers, version);
+    Ok(Some(RequestHead {
+        method,
+        uri,
+        version,
+        headers,
+        framing,
+        keep_alive,
+        expects_continue,
+    }))
+}
+
+/// Response headers the server writes itself or that describe one
+/// connection; never copied from a service's response.
+fn skipped_response_header(name: &HeaderName) -> bool {
+    llmgate_core::headers::is_hop_by_hop(name)
+        || name == header::CONTENT_LENGTH
+        || name.as_str() == "proxy-connection"
+}
+
+/// How a response head ends its connection handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// HTTP/1.1 default: nothing to say.
+    Default,
+    /// `Connection: keep-alive` (answering an HTTP/1.0 client that asked).
+    KeepAlive,
+    /// `Connection: close`: the server closes after this response.
+    Close,
+}
+
+/// Writes an HTTP/1.1 response head into `out`: the status line, the
+/// service's end-to-end headers, `date` when given, and the framing
+/// headers for `framing` (`Length(n)` writes `content-length: n` even for
+/// a HEAD answer, whose body is not sent).
+pub fn encode_response_head(
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: Framing,
+    persistence: Persistence,
+    date: Option<&[u8]>,
+    out: &mut Vec<u8>,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if skipped_response_header(name) {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(date) = date {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(date);
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Empty | Framing::UntilClose => {}
+    }
+    match persistence {
+        Persistence::Default => {}
+        Persistence::KeepAlive => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        Persistence::Close => out.extend_from_slice(b"connection: close\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// One step of body decoding.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Step {
+pub enum Step {
     /// Body bytes.
     Data(Bytes),
     /// The buffer holds no more of the body; read from the connection.
@@ -260,7 +513,7 @@ pub(crate) enum Step {
 
 /// Incremental body decoder for one response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Decoder {
+pub enum Decoder {
     /// This many bytes left.
     Length(u64),
     /// Chunked, in this state.
@@ -273,7 +526,7 @@ pub(crate) enum Decoder {
 
 /// Where a chunked decoder is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Chunk {
+pub enum Chunk {
     /// Expecting a chunk-size line.
     Size,
     /// Inside chunk data, this many bytes left.
@@ -285,7 +538,8 @@ pub(crate) enum Chunk {
 }
 
 impl Decoder {
-    pub(crate) fn new(framing: Framing) -> Decoder {
+    /// A decoder for a body delimited by `framing`.
+    pub fn new(framing: Framing) -> Decoder {
         match framing {
             Framing::Empty | Framing::Length(0) => Decoder::Done,
             Framing::Length(n) => Decoder::Length(n),
@@ -295,7 +549,7 @@ impl Decoder {
     }
 
     /// Bytes still expected, when known.
-    pub(crate) fn remaining(&self) -> Option<u64> {
+    pub fn remaining(&self) -> Option<u64> {
         match self {
             Decoder::Length(n) => Some(*n),
             Decoder::Done => Some(0),
@@ -304,7 +558,7 @@ impl Decoder {
     }
 
     /// Takes the next piece of body out of `buf`.
-    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Step, ProtocolError> {
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Step, ProtocolError> {
         loop {
             match self {
                 Decoder::Done => return Ok(Step::Done),
@@ -426,7 +680,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, ProtocolError> {
 mod tests {
     use super::*;
 
-    fn head(bytes: &[u8], method: Method) -> Result<Option<Head>, ProtocolError> {
+    fn head(bytes: &[u8], method: Method) -> Result<Option<ResponseHead>, ProtocolError> {
         let mut buf = BytesMut::from(bytes);
         parse_response_head(&mut buf, &method)
     }

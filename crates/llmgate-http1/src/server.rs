@@ -1,0 +1,612 @@
+//! The accept loop and the per-connection driver.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{header, Request, Response, StatusCode, Version};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Full};
+use llmgate_core::ErrorResponse;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tower::{BoxError, Service};
+
+use crate::codec::{self, Decoder, Framing, Persistence, RequestError, RequestHead, Step};
+use crate::io::fill;
+
+/// The body of a request handed to the service: read whole before the
+/// call (an LLM request is parsed whole before it can be routed anyway).
+pub type RequestBody = Full<Bytes>;
+
+/// Settings of the server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Largest request body accepted; a larger one is answered 413.
+    pub max_body_bytes: usize,
+    /// Time allowed for the rest of a request (head and body) once its
+    /// first bytes arrived; past it the client gets 408 and the
+    /// connection closes.
+    pub request_read_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    /// `None` keeps it open until the client closes it.
+    pub idle_timeout: Option<Duration>,
+    /// Bytes reserved per read.
+    pub read_size: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_body_bytes: 8 * 1024 * 1024,
+            request_read_timeout: Duration::from_secs(30),
+            idle_timeout: Some(Duration::from_secs(300)),
+            read_size: 4096,
+        }
+    }
+}
+
+/// Request bodies up to this size are copied out of the read buffer, so a
+/// long request does not pin a whole read buffer for its lifetime.
+const COPY_BODY_BYTES: usize = 16 * 1024;
+/// Response data up to this size is copied next to its framing and written
+/// in one call; larger pieces are written as they are.
+const COALESCE_BYTES: usize = 4096;
+/// A write buffer that grew past this is not kept between responses.
+const MAX_KEPT_WRITE_BUFFER: usize = 16 * 1024;
+/// Pipelined bytes read ahead while a response is pending; past this the
+/// socket is not read until the response is done.
+const MAX_READ_AHEAD: usize = 64 * 1024;
+/// How long a connection that is closed after an error answer keeps
+/// reading (and dropping) what the client still sends, so the client sees
+/// the answer rather than a reset.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Serves HTTP/1.x on `listener` until `shutdown` completes, then stops
+/// accepting, lets every connection finish the request it is on (idle
+/// keep-alive connections close at once), and returns when all have
+/// closed. `make_service` builds the service for each accepted connection
+/// from its peer address.
+///
+/// Each connection is one task that parses requests, calls the service,
+/// and writes the answer, streaming the body chunk by chunk as it comes
+/// (chunked transfer coding when its length is unknown). A read buffer
+/// exists only while bytes wait in it, so an open stream or an idle
+/// connection holds no buffer. A client that disconnects while its request
+/// is being served cancels it: the service's future, or the response body,
+/// is dropped.
+pub async fn serve<M, S, B, F>(
+    listener: TcpListener,
+    config: ServerConfig,
+    mut make_service: M,
+    shutdown: F,
+) where
+    M: FnMut(SocketAddr) -> S,
+    S: Service<Request<RequestBody>, Response = Response<B>> + Send + 'static,
+    S::Future: Send,
+    S::Error: Into<BoxError> + Send,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError> + Send,
+    F: Future<Output = ()>,
+{
+    let config = Arc::new(config);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // Every connection holds a sender; `recv` yields `None` once all are gone.
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            r = listener.accept() => r,
+        };
+        let (io, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of file descriptors and the like: back off rather
+                // than spin on a listener that fails at once.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Streamed tokens go out as they come, not held back by Nagle.
+        let _ = io.set_nodelay(true);
+        let conn = Connection {
+            io,
+            rbuf: BytesMut::new(),
+            wbuf: Vec::new(),
+            service: make_service(peer),
+            config: config.clone(),
+            stop: stop_rx.clone(),
+        };
+        let alive = alive_tx.clone();
+        tokio::spawn(async move {
+            conn.run().await;
+            drop(alive);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(alive_tx);
+    let _ = alive_rx.recv().await;
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
+}
+
+/// How the client's request and connection are to be answered.
+#[derive(Debug, Clone, Copy)]
+struct Exchange {
+    version: Version,
+    keep_alive: bool,
+    head_only: bool,
+}
+
+/// The next thing a connection does.
+// Returned once per request and moved straight out; boxing the request
+// would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Request(Request<RequestBody>, Exchange),
+    /// The client closed, went quiet past the idle timeout, or the server
+    /// is stopping.
+    Close,
+    /// The request cannot be served: answer this and close.
+    Reject(RequestError),
+}
+
+struct Connection<S> {
+    io: TcpStream,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    service: S,
+    config: Arc<ServerConfig>,
+    stop: watch::Receiver<bool>,
+}
+
+impl<S, B> Connection<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    async fn run(mut self) {
+        loop {
+            let (req, exchange) = match self.next_request().await {
+                Next::Request(req, exchange) => (req, exchange),
+                Next::Close => return,
+                Next::Reject(e) => return self.reject(e).await,
+            };
+            if let Err(e) = std::future::poll_fn(|cx| self.service.poll_ready(cx)).await {
+                let e: BoxError = e.into();
+                tracing::warn!(error = %e, "service not ready");
+                return self
+                    .reject(internal(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "service unavailable",
+                    ))
+                    .await;
+            }
+            let call = self.service.call(req);
+            let answered = tokio::select! {
+                r = call => r,
+                // Dropping the call cancels the request (queued or at a replica).
+                _ = client_gone(&self.io, &mut self.rbuf, self.config.read_size) => return,
+            };
+            let keep = match answered.map_err(|e| log_failure("service failed", e.into())) {
+                Ok(res) => self.write_response(res, exchange).await,
+                Err(()) => {
+                    let res = codec_error_response(&internal(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal error",
+                    ));
+                    self.write_response(res, exchange).await
+                }
+            };
+            if !keep {
+                let _ = self.io.shutdown().await;
+                return;
+            }
+        }
+    }
+
+    /// Reads the next request, head and body.
+    async fn next_request(&mut self) -> Next {
+        if self.rbuf.is_empty() {
+            if *self.stop.borrow() {
+                return Next::Close;
+            }
+            let idle = self.config.idle_timeout;
+            let first = tokio::select! {
+                biased;
+                r = fill(&self.io, &mut self.rbuf, self.config.read_size) => r,
+                _ = stopped(&mut self.stop) => return Next::Close,
+                _ = sleep_or_never(idle) => return Next::Close,
+            };
+            if !matches!(first, Ok(n) if n > 0) {
+                return Next::Close;
+            }
+        }
+        let deadline = Instant::now() + self.config.request_read_timeout;
+        let head = loop {
+            match codec::parse_request_head(&mut self.rbuf) {
+                Ok(Some(head)) => break head,
+                Ok(None) => {}
+                Err(e) => return Next::Reject(e),
+            }
+            match self.read_more(deadline).await {
+                Ok(true) => {}
+                Ok(false) => return Next::Close,
+                Err(e) => return Next::Reject(e),
+            }
+        };
+        let exchange = Exchange {
+            version: head.version,
+            keep_alive: head.keep_alive,
+            head_only: head.method == http::Method::HEAD,
+        };
+        let body = match self.read_body(&head, deadline).await {
+            Ok(Some(body)) => body,
+            Ok(None) => return Next::Close,
+            Err(e) => return Next::Reject(e),
+        };
+        if self.rbuf.is_empty() {
+            self.rbuf = BytesMut::new();
+        }
+        let RequestHead {
+            method,
+            uri,
+            version,
+            headers,
+            ..
+        } = head;
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri;
+        *req.version_mut() = version;
+        *req.headers_mut() = headers;
+        Next::Request(req, exchange)
+    }
+
+    /// Reads more of a request by `deadline`. `Ok(false)`: the client
+    /// closed the connection.
+    async fn read_more(&mut self, deadline: Instant) -> Result<bool, RequestError> {
+        match tokio::time::timeout_at(
+            deadline,
+            fill(&self.io, &mut self.rbuf, self.config.read_size),
+        )
+        .await
+        {
+            Err(_) => Err(internal(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request did not arrive in time",
+            )),
+            Ok(Ok(n)) => Ok(n > 0),
+            Ok(Err(_)) => Ok(false),
+        }
+    }
+
+    /// Reads the request's body whole. `Ok(None)`: the client closed the
+    /// connection before sending it all.
+    async fn read_body(
+        &mut self,
+        head: &RequestHead,
+        deadline: Instant,
+    ) -> Result<Option<Bytes>, RequestError> {
+        let max = self.config.max_body_bytes;
+        let too_large = || {
+            internal(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body larger than {max} bytes"),
+            )
+        };
+        match head.framing {
+            Framing::Empty | Framing::UntilClose => Ok(Some(Bytes::new())),
+            Framing::Length(n) => {
+                if n > max as u64 {
+                    return Err(too_large());
+                }
+                let n = n as usize;
+                if head.expects_continue && self.rbuf.len() < n {
+                    self.send_continue().await;
+                }
+                while self.rbuf.len() < n {
+                    let missing = n - self.rbuf.len();
+                    self.rbuf.reserve(missing);
+                    if !self.read_more(deadline).await? {
+                        return Ok(None);
+                    }
+                }
+                Ok(Some(if n <= COPY_BODY_BYTES {
+                    let body = Bytes::copy_from_slice(&self.rbuf[..n]);
+                    self.rbuf.advance(n);
+                    body
+                } else {
+                    self.rbuf.split_to(n).freeze()
+                }))
+            }
+            Framing::Chunked => {
+                if head.expects_continue && self.rbuf.is_empty() {
+                    self.send_continue().await;
+                }
+                let mut decoder = Decoder::new(Framing::Chunked);
+                let mut body = BytesMut::new();
+                loop {
+                    match decoder.decode(&mut self.rbuf) {
+                        Ok(Step::Data(d)) => {
+                            if body.len() + d.len() > max {
+                                return Err(too_large());
+                            }
+                            body.extend_from_slice(&d);
+                        }
+                        Ok(Step::Done) => return Ok(Some(body.freeze())),
+                        Ok(Step::NeedMore) => {
+                            if !self.read_more(deadline).await? {
+                                return Ok(None);
+                            }
+                        }
+                        Err(e) => return Err(internal(StatusCode::BAD_REQUEST, &e.to_string())),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send_continue(&mut self) {
+        let _ = self.io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+    }
+
+    /// Writes `res`; whether the connection can carry another request.
+    async fn write_response<B2>(&mut self, res: Response<B2>, exchange: Exchange) -> bool
+    where
+        B2: Body<Data = Bytes>,
+        B2::Error: Into<BoxError>,
+    {
+        let (parts, body) = res.into_parts();
+        let status = parts.status;
+        let mut keep = exchange.keep_alive && !*self.stop.borrow() && !asks_close(&parts.headers);
+        let bodiless = status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let framing = if bodiless {
+            Framing::Empty
+        } else if let Some(n) = body.size_hint().exact().or(declared) {
+            Framing::Length(n)
+        } else if exchange.version == Version::HTTP_11 {
+            Framing::Chunked
+        } else {
+            keep = false;
+            Framing::UntilClose
+        };
+        let persistence = if !keep {
+            Persistence::Close
+        } else if exchange.version == Version::HTTP_10 {
+            Persistence::KeepAlive
+        } else {
+            Persistence::Default
+        };
+        let date = (!parts.headers.contains_key(header::DATE)).then(crate::date::now);
+        self.wbuf.clear();
+        codec::encode_response_head(
+            status,
+            &parts.headers,
+            framing,
+            persistence,
+            date.as_ref().map(|d| &d[..]),
+            &mut self.wbuf,
+        );
+        if exchange.head_only || framing == Framing::Empty {
+            return self.flush().await && keep;
+        }
+        let mut body = pin!(body);
+        let mut sent: u64 = 0;
+        loop {
+            // Take what the body has ready; flush before waiting for more,
+            // so a stream's chunks reach the client as they come.
+            let frame = match poll_now(body.as_mut()) {
+                Some(frame) => frame,
+                None => {
+                    if !self.flush().await {
+                        return false;
+                    }
+                    tokio::select! {
+                        f = body.frame() => f,
+                        _ = client_gone(&self.io, &mut self.rbuf, self.config.read_size) => return false,
+                    }
+                }
+            };
+            let data =
+                match frame.map(|f| f.map_err(|e| log_failure("response body failed", e.into()))) {
+                    None => break,
+                    Some(Err(())) => {
+                        // Mid-body: the client sees the connection end short of
+                        // the framing's end, which is how HTTP/1.1 says so.
+                        let _ = self.flush().await;
+                        return false;
+                    }
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) if !data.is_empty() => data,
+                        // Empty data and trailers are not relayed.
+                        _ => continue,
+                    },
+                };
+            sent += data.len() as u64;
+            if let Framing::Length(n) = framing {
+                if sent > n {
+                    tracing::warn!(declared = n, "response body longer than its length");
+                    let _ = self.flush().await;
+                    return false;
+                }
+            }
+            if framing == Framing::Chunked {
+                use std::io::Write;
+                let _ = write!(self.wbuf, "{:x}\r\n", data.len());
+            }
+            if data.len() <= COALESCE_BYTES {
+                self.wbuf.extend_from_slice(&data);
+            } else if !(self.flush().await && self.write(&data).await) {
+                return false;
+            }
+            if framing == Framing::Chunked {
+                self.wbuf.extend_from_slice(b"\r\n");
+            }
+        }
+        match framing {
+            Framing::Length(n) if sent != n => {
+                tracing::warn!(declared = n, sent, "response body shorter than its length");
+                let _ = self.flush().await;
+                return false;
+            }
+            Framing::Chunked => self.wbuf.extend_from_slice(b"0\r\n\r\n"),
+            _ => {}
+        }
+        let flushed = self.flush().await;
+        if self.wbuf.capacity() > MAX_KEPT_WRITE_BUFFER {
+            self.wbuf = Vec::new();
+        }
+        flushed && keep
+    }
+
+    /// Writes the write buffer out; false when the client is gone.
+    async fn flush(&mut self) -> bool {
+        if self.wbuf.is_empty() {
+            return true;
+        }
+        let ok = self.io.write_all(&self.wbuf).await.is_ok();
+        self.wbuf.clear();
+        ok
+    }
+
+    async fn write(&mut self, data: &[u8]) -> bool {
+        self.io.write_all(data).await.is_ok()
+    }
+
+    /// Answers a request that cannot be served and closes the connection,
+    /// reading what the client still sends for a moment so that it gets
+    /// the answer rather than a reset.
+    async fn reject(mut self, e: RequestError) {
+        tracing::debug!(status = %e.status, error = %e.message, "request rejected");
+        let res = codec_error_response(&e);
+        let exchange = Exchange {
+            version: Version::HTTP_11,
+            keep_alive: false,
+            head_only: false,
+        };
+        if !self.write_response(res, exchange).await {
+            return;
+        }
+        let _ = self.io.shutdown().await;
+        let linger = async {
+            let mut left = MAX_READ_AHEAD * 16;
+            loop {
+                self.rbuf.clear();
+                match fill(&self.io, &mut self.rbuf, self.config.read_size).await {
+                    Ok(n) if n > 0 && n < left => left -= n,
+                    _ => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, linger).await;
+    }
+}
+
+fn log_failure(what: &str, e: BoxError) {
+    tracing::warn!(error = %e, "{what}");
+}
+
+/// Whether a response's own `Connection` header asks to close.
+fn asks_close(headers: &http::HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
+}
+
+/// What polling a body yields when it is ready.
+type NextFrame<B> = Option<Result<Frame<<B as Body>::Data>, <B as Body>::Error>>;
+
+/// Polls `body` once without registering for a wake-up.
+fn poll_now<B: Body>(body: std::pin::Pin<&mut B>) -> Option<NextFrame<B>> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match body.poll_frame(&mut cx) {
+        Poll::Ready(frame) => Some(frame),
+        Poll::Pending => None,
+    }
+}
+
+/// Completes when the client closes its end (or the socket fails). Bytes
+/// it sends meanwhile (a pipelined request) are kept in `rbuf`.
+async fn client_gone(io: &TcpStream, rbuf: &mut BytesMut, read_size: usize) {
+    loop {
+        if rbuf.len() >= MAX_READ_AHEAD {
+            return std::future::pending().await;
+        }
+        match fill(io, rbuf, read_size).await {
+            Ok(n) if n > 0 => continue,
+            _ => return,
+        }
+    }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // An error means the server is gone: stop as well.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn sleep_or_never(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn internal(status: StatusCode, msg: &str) -> RequestError {
+    RequestError {
+        status,
+        message: msg.to_string(),
+    }
+}
+
+impl ErrorResponse for RequestError {
+    fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    fn code(&self) -> &'static str {
+        match self.status {
+            StatusCode::BAD_REQUEST => "invalid_http_request",
+            StatusCode::REQUEST_TIMEOUT => "request_timeout",
+            StatusCode::PAYLOAD_TOO_LARGE => "request_too_large",
+            StatusCode::EXPECTATION_FAILED => "expectation_failed",
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "request_head_too_large",
+            StatusCode::NOT_IMPLEMENTED => "not_implemented",
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED => "http_version_not_supported",
+            StatusCode::SERVICE_UNAVAILABLE => "service_unavailable",
+            _ => "internal_error",
+        }
+    }
+}
+
+fn codec_error_response(e: &RequestError) -> Response<Full<Bytes>> {
+    llmgate_core::error_response(e)
+}
