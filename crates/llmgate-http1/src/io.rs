@@ -1,9 +1,12 @@
 //! Reading from a socket into a buffer that exists only while it holds
 //! bytes.
 
+use std::future::Future;
+use std::pin::pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 /// Below this much free buffer space a read first reserves `read_size`.
@@ -15,37 +18,44 @@ pub const MIN_READ_SPACE: usize = 512;
 /// while waiting empty: an open stream or an idle keep-alive connection
 /// spends most of its life waiting, and thousands of them should not each
 /// hold a read buffer meanwhile.
+///
+/// The read goes through `AsyncRead`, which takes a read that leaves
+/// buffer space unfilled as proof the socket is drained: the next call
+/// waits for the next readiness event instead of first spending a system
+/// call on a read that would block (two fewer per proxied request).
 pub fn poll_fill(
-    io: &TcpStream,
+    io: &mut TcpStream,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
     read_size: usize,
 ) -> Poll<std::io::Result<usize>> {
-    loop {
-        match io.poll_read_ready(cx) {
-            Poll::Pending => {
-                if buf.is_empty() && buf.capacity() > 0 {
-                    *buf = BytesMut::new();
-                }
-                return Poll::Pending;
-            }
-            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-            Poll::Ready(Ok(())) => {}
-        }
-        if buf.capacity() - buf.len() < MIN_READ_SPACE {
-            buf.reserve(read_size);
-        }
-        match io.try_read_buf(buf) {
-            Ok(n) => return Poll::Ready(Ok(n)),
-            // Readiness was stale; it is cleared now, so the next
-            // `poll_read_ready` registers for the real event.
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Poll::Ready(Err(e)),
-        }
+    match io.poll_read_ready(cx) {
+        Poll::Pending => return release_idle(buf),
+        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+        Poll::Ready(Ok(())) => {}
+    }
+    if buf.capacity() - buf.len() < MIN_READ_SPACE {
+        buf.reserve(read_size);
+    }
+    match pin!(io.read_buf(buf)).poll(cx) {
+        // Readiness was stale; the read registered for the next event.
+        Poll::Pending => release_idle(buf),
+        done => done,
     }
 }
 
+fn release_idle(buf: &mut BytesMut) -> Poll<std::io::Result<usize>> {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = BytesMut::new();
+    }
+    Poll::Pending
+}
+
 /// [`poll_fill`] as a future.
-pub async fn fill(io: &TcpStream, buf: &mut BytesMut, read_size: usize) -> std::io::Result<usize> {
+pub async fn fill(
+    io: &mut TcpStream,
+    buf: &mut BytesMut,
+    read_size: usize,
+) -> std::io::Result<usize> {
     std::future::poll_fn(|cx| poll_fill(io, buf, cx, read_size)).await
 }

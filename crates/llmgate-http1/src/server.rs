@@ -205,7 +205,7 @@ where
             let answered = tokio::select! {
                 r = call => r,
                 // Dropping the call cancels the request (queued or at a replica).
-                _ = client_gone(&self.io, &mut self.rbuf, self.config.read_size) => return,
+                _ = client_gone(&mut self.io, &mut self.rbuf, self.config.read_size) => return,
             };
             let keep = match answered.map_err(|e| log_failure("service failed", e.into())) {
                 Ok(res) => self.write_response(res, exchange).await,
@@ -233,7 +233,7 @@ where
             let idle = self.config.idle_timeout;
             let first = tokio::select! {
                 biased;
-                r = fill(&self.io, &mut self.rbuf, self.config.read_size) => r,
+                r = fill(&mut self.io, &mut self.rbuf, self.config.read_size) => r,
                 _ = stopped(&mut self.stop) => return Next::Close,
                 _ = sleep_or_never(idle) => return Next::Close,
             };
@@ -287,7 +287,7 @@ where
     async fn read_more(&mut self, deadline: Instant) -> Result<bool, RequestError> {
         match tokio::time::timeout_at(
             deadline,
-            fill(&self.io, &mut self.rbuf, self.config.read_size),
+            fill(&mut self.io, &mut self.rbuf, self.config.read_size),
         )
         .await
         {
@@ -430,7 +430,7 @@ where
                     }
                     tokio::select! {
                         f = body.frame() => f,
-                        _ = client_gone(&self.io, &mut self.rbuf, self.config.read_size) => return false,
+                        _ = client_gone(&mut self.io, &mut self.rbuf, self.config.read_size) => return false,
                     }
                 }
             };
@@ -519,7 +519,7 @@ where
             let mut left = MAX_READ_AHEAD * 16;
             loop {
                 self.rbuf.clear();
-                match fill(&self.io, &mut self.rbuf, self.config.read_size).await {
+                match fill(&mut self.io, &mut self.rbuf, self.config.read_size).await {
                     Ok(n) if n > 0 && n < left => left -= n,
                     _ => return,
                 }
@@ -556,7 +556,7 @@ fn poll_now<B: Body>(body: std::pin::Pin<&mut B>) -> Option<NextFrame<B>> {
 
 /// Completes when the client closes its end (or the socket fails). Bytes
 /// it sends meanwhile (a pipelined request) are kept in `rbuf`.
-async fn client_gone(io: &TcpStream, rbuf: &mut BytesMut, read_size: usize) {
+async fn client_gone(io: &mut TcpStream, rbuf: &mut BytesMut, read_size: usize) {
     loop {
         if rbuf.len() >= MAX_READ_AHEAD {
             return std::future::pending().await;

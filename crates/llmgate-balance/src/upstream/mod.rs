@@ -418,7 +418,7 @@ impl Conn {
         cx: &mut Context<'_>,
         read_size: usize,
     ) -> Poll<std::io::Result<usize>> {
-        llmgate_http1::io::poll_fill(&self.io, &mut self.buf, cx, read_size)
+        llmgate_http1::io::poll_fill(&mut self.io, &mut self.buf, cx, read_size)
     }
 }
 
