@@ -389,7 +389,13 @@ where
             .and_then(|v| v.trim().parse::<u64>().ok());
         let framing = if bodiless {
             Framing::Empty
-        } else if let Some(n) = body.size_hint().exact().or(declared) {
+        } else if let Some(n) = if exchange.head_only {
+            // A HEAD answer's body is empty; its length is what a GET
+            // would have sent, as the service declared it.
+            declared.or(body.size_hint().exact())
+        } else {
+            body.size_hint().exact().or(declared)
+        } {
             Framing::Length(n)
         } else if exchange.version == Version::HTTP_11 {
             Framing::Chunked
@@ -511,9 +517,9 @@ where
             keep_alive: false,
             head_only: false,
         };
-        if !self.write_response(res, exchange).await {
-            return;
-        }
+        // Always false (the exchange does not keep the connection); a
+        // failed write makes the lingering below end at once.
+        let _ = self.write_response(res, exchange).await;
         let _ = self.io.shutdown().await;
         let linger = async {
             let mut left = MAX_READ_AHEAD * 16;
