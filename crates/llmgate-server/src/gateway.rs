@@ -14,7 +14,7 @@ use axum::Router;
 use http::{HeaderMap, HeaderName, Request, StatusCode};
 use http_body_util::BodyExt;
 use llmgate_balance::Fleet;
-use llmgate_core::headers::{HOP_BY_HOP, X_PRIORITY};
+use llmgate_core::headers::{hop_by_hop_index, HOP_BY_HOP, X_PRIORITY};
 use llmgate_core::{
     BufferedBody, ClientKey, DeadlineLayer, MetaLayer, PeerAddr, Priority, ServedBy,
 };
@@ -139,24 +139,25 @@ async fn models(State(app): State<Arc<AppState>>) -> Response {
     axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
 }
 
+/// Where `Connection` sits in [`HOP_BY_HOP`].
+const CONNECTION_INDEX: usize = 0;
+
 /// Removes the hop-by-hop headers, and those `Connection` names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names present (most messages carry none of these,
     // or only `connection: keep-alive`), then removals of just those.
     let mut present = [false; HOP_BY_HOP.len()];
     let mut any = false;
-    let mut connection = false;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+        if let Some(i) = hop_by_hop_index(name) {
             present[i] = true;
             any = true;
-            connection |= name == http::header::CONNECTION;
         }
     }
     if !any {
         return;
     }
-    if connection {
+    if present[CONNECTION_INDEX] {
         // Headers that `Connection` names are hop-by-hop too; `close` and
         // `keep-alive` are options, not header names (and `keep-alive` goes
         // anyway).
@@ -289,6 +290,30 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, ["content-type", "x-kept"]);
+    }
+
+    #[test]
+    fn connection_index_names_connection() {
+        assert_eq!(HOP_BY_HOP[CONNECTION_INDEX], http::header::CONNECTION);
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_stripped() {
+        for name in &HOP_BY_HOP {
+            let mut h = HeaderMap::new();
+            h.append(name.clone(), http::HeaderValue::from_static("x-named"));
+            h.append("x-named", http::HeaderValue::from_static("1"));
+            h.append("content-type", http::HeaderValue::from_static("text/plain"));
+            strip_hop_by_hop(&mut h);
+            let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+            left.sort();
+            // Only `Connection` makes the header it names hop-by-hop.
+            if name == http::header::CONNECTION {
+                assert_eq!(left, ["content-type"], "{name}");
+            } else {
+                assert_eq!(left, ["content-type", "x-named"], "{name}");
+            }
+        }
     }
 
     #[test]
