@@ -2,8 +2,6 @@
 //! and bodies (content-length, chunked, until close). Pure functions over
 //! byte buffers, so every edge is unit-tested without I/O.
 
-use std::io::Write;
-
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
@@ -69,9 +67,27 @@ pub fn encode_request_head(
         Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
     );
     if body_len > 0 || !bodiless {
-        let _ = write!(out, "content-length: {body_len}\r\n");
+        out.extend_from_slice(b"content-length: ");
+        push_decimal(out, body_len as u64);
+        out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal: `write!` goes through `core::fmt`, several
+/// times the cost of this for the one number each head carries.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// How the response body is delimited.
@@ -141,8 +157,10 @@ pub fn parse_response_head(
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        let spans = Spans::of(buf, res.headers);
-        let headers = spans.into_headers(buf.split_to(len).freeze())?;
+        let mut inline = [NO_SPAN; INLINE_SPANS];
+        let mut spilled = Vec::new();
+        let spans = spans_of(buf, res.headers, &mut inline, &mut spilled);
+        let headers = headers_from_spans(spans, buf.split_to(len).freeze())?;
         let framing = framing(&headers, status, request_method)?;
         let keep_alive = keep_alive(&headers, version) && framing != Framing::UntilClose;
         return Ok(Some(ResponseHead {
@@ -155,47 +173,58 @@ pub fn parse_response_head(
     }
 }
 
-/// Where each header field of a parsed head lies in its buffer, so the
-/// values can become slices of the head (no copies) once it is cut off.
-struct Spans {
-    at: [(u32, u32, u32, u32); MAX_HEADERS],
-    n: usize,
+/// Where one header field of a parsed head lies in its buffer: name start
+/// and length, value start and length. Recorded while the parser's slices
+/// borrow the buffer, so the values can become slices of the head (no
+/// copies) once it is cut off.
+type Span = (u32, u32, u32, u32);
+
+const NO_SPAN: Span = (0, 0, 0, 0);
+
+/// Spans kept on the stack; a head with more fields spills to the heap.
+/// Room for all [`MAX_HEADERS`] would be zeroed and moved on every parse,
+/// for heads that mostly carry fewer than ten fields.
+const INLINE_SPANS: usize = 24;
+
+fn spans_of<'s>(
+    buf: &[u8],
+    parsed: &[httparse::Header<'_>],
+    inline: &'s mut [Span; INLINE_SPANS],
+    spilled: &'s mut Vec<Span>,
+) -> &'s [Span] {
+    let spans: &mut [Span] = if parsed.len() <= INLINE_SPANS {
+        &mut inline[..parsed.len()]
+    } else {
+        spilled.resize(parsed.len(), NO_SPAN);
+        spilled
+    };
+    let base = buf.as_ptr() as usize;
+    for (span, h) in spans.iter_mut().zip(parsed) {
+        *span = (
+            (h.name.as_ptr() as usize - base) as u32,
+            h.name.len() as u32,
+            (h.value.as_ptr() as usize - base) as u32,
+            h.value.len() as u32,
+        );
+    }
+    spans
 }
 
-impl Spans {
-    fn of(buf: &[u8], parsed: &[httparse::Header<'_>]) -> Spans {
-        let base = buf.as_ptr() as usize;
-        let mut at = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-        for (span, h) in at.iter_mut().zip(parsed) {
-            *span = (
-                (h.name.as_ptr() as usize - base) as u32,
-                h.name.len() as u32,
-                (h.value.as_ptr() as usize - base) as u32,
-                h.value.len() as u32,
-            );
-        }
-        Spans {
-            at,
-            n: parsed.len(),
-        }
+fn headers_from_spans(spans: &[Span], head: Bytes) -> Result<HeaderMap, ProtocolError> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for &(ns, nl, vs, vl) in spans {
+        let name_bytes = &head[ns as usize..(ns + nl) as usize];
+        let name = HeaderName::from_bytes(name_bytes).map_err(|_| {
+            bad(format!(
+                "header name {:?}",
+                String::from_utf8_lossy(name_bytes)
+            ))
+        })?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..(vs + vl) as usize))
+            .map_err(|_| bad(format!("value of header {name}")))?;
+        headers.append(name, value);
     }
-
-    fn into_headers(self, head: Bytes) -> Result<HeaderMap, ProtocolError> {
-        let mut headers = HeaderMap::with_capacity(self.n);
-        for &(ns, nl, vs, vl) in &self.at[..self.n] {
-            let name_bytes = &head[ns as usize..(ns + nl) as usize];
-            let name = HeaderName::from_bytes(name_bytes).map_err(|_| {
-                bad(format!(
-                    "header name {:?}",
-                    String::from_utf8_lossy(name_bytes)
-                ))
-            })?;
-            let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..(vs + vl) as usize))
-                .map_err(|_| bad(format!("value of header {name}")))?;
-            headers.append(name, value);
-        }
-        Ok(headers)
-    }
+    Ok(headers)
 }
 
 fn framing(
@@ -366,7 +395,9 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Req
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    let spans = Spans::of(buf, req.headers);
+    let mut inline = [NO_SPAN; INLINE_SPANS];
+    let mut spilled = Vec::new();
+    let spans = spans_of(buf, req.headers, &mut inline, &mut spilled);
     let head = buf.split_to(len).freeze();
     let target = head.slice(path_at..path_at + path_len);
     let uri = Uri::from_maybe_shared(target.clone()).map_err(|_| {
@@ -375,7 +406,7 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Req
             format!("request target {:?}", String::from_utf8_lossy(&target)),
         )
     })?;
-    let headers = spans.into_headers(head).map_err(bad_request)?;
+    let headers = headers_from_spans(spans, head).map_err(bad_request)?;
 
     let framing = if headers.contains_key(header::TRANSFER_ENCODING) {
         if version == Version::HTTP_10 {
@@ -487,7 +518,9 @@ pub fn encode_response_head(
     }
     match framing {
         Framing::Length(n) => {
-            let _ = write!(out, "content-length: {n}\r\n");
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::Empty | Framing::UntilClose => {}
@@ -1102,6 +1135,54 @@ mod tests {
             req_status(over.as_bytes()),
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
         );
+    }
+
+    #[test]
+    fn every_field_is_kept_around_the_inline_span_room() {
+        // Fewer fields than the stack room, exactly as many, one more
+        // (spilled to the heap) and the most accepted.
+        for n in [
+            0,
+            1,
+            INLINE_SPANS - 1,
+            INLINE_SPANS,
+            INLINE_SPANS + 1,
+            MAX_HEADERS - 1,
+        ] {
+            let fields: String = (0..n).map(|i| format!("x-h{i}: value {i}\r\n")).collect();
+            let request = req_ok(&format!("GET / HTTP/1.1\r\n{fields}\r\n"));
+            let response = head(
+                format!("HTTP/1.1 200 OK\r\n{fields}content-length: 0\r\n\r\n").as_bytes(),
+                Method::GET,
+            )
+            .unwrap()
+            .unwrap();
+            assert_eq!(request.headers.len(), n);
+            assert_eq!(response.headers.len(), n + 1);
+            for (headers, what) in [
+                (&request.headers, "request"),
+                (&response.headers, "response"),
+            ] {
+                let got: Vec<_> = headers
+                    .iter()
+                    .filter(|(k, _)| *k != header::CONTENT_LENGTH)
+                    .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+                    .collect();
+                let want: Vec<_> = (0..n)
+                    .map(|i| (format!("x-h{i}"), format!("value {i}")))
+                    .collect();
+                assert_eq!(got, want, "{what} with {n} fields");
+            }
+        }
+    }
+
+    #[test]
+    fn decimals_are_written_like_display() {
+        for n in [0, 1, 9, 10, 99, 100, 1234567890, u64::MAX - 1, u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
     }
 
     #[test]
