@@ -59,7 +59,7 @@ pub fn parse_body(
             let p = env
                 .prompt
                 .ok_or_else(|| invalid("missing field `prompt`"))?;
-            text_or_tokens(&p, "prompt")?
+            text_or_tokens(p, "prompt")?
         }
         EndpointKind::Chat => {
             let m = env
@@ -69,7 +69,7 @@ pub fn parse_body(
         }
         EndpointKind::Embeddings => {
             let i = env.input.ok_or_else(|| invalid("missing field `input`"))?;
-            text_or_tokens(&i, "input")?
+            text_or_tokens(i, "input")?
         }
         EndpointKind::Other => Prompt::Text(String::new()),
     };
@@ -91,15 +91,16 @@ pub fn parse_body(
 }
 
 /// A `prompt`/`input` field: a string, an array of strings, an array of token
-/// ids, or an array of token-id arrays.
-fn text_or_tokens(v: &Value, field: &str) -> Result<Prompt, MetaError> {
+/// ids, or an array of token-id arrays. Takes the value so a string prompt
+/// is moved out, not copied.
+fn text_or_tokens(v: Value, field: &str) -> Result<Prompt, MetaError> {
     let shape_err = || {
         invalid(format!(
             "`{field}` must be a string, an array of strings, an array of token ids or an array of token-id arrays"
         ))
     };
     match v {
-        Value::String(s) => Ok(Prompt::Text(s.clone())),
+        Value::String(s) => Ok(Prompt::Text(s)),
         Value::Array(items) if items.iter().all(Value::is_string) => Ok(Prompt::Text(
             items
                 .iter()
@@ -111,10 +112,10 @@ fn text_or_tokens(v: &Value, field: &str) -> Result<Prompt, MetaError> {
             let mut ids = Vec::new();
             for item in items {
                 match item {
-                    Value::Number(_) => ids.push(token_id(item).ok_or_else(shape_err)?),
+                    Value::Number(_) => ids.push(token_id(&item).ok_or_else(shape_err)?),
                     Value::Array(inner) => {
                         for t in inner {
-                            ids.push(token_id(t).ok_or_else(shape_err)?);
+                            ids.push(token_id(&t).ok_or_else(shape_err)?);
                         }
                     }
                     _ => return Err(shape_err()),
