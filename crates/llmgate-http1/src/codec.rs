@@ -262,16 +262,12 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProtocolError> {
     for v in headers.get_all(header::CONTENT_LENGTH) {
         for part in v.as_bytes().split(|b| *b == b',') {
             let part = part.trim_ascii();
-            let n = std::str::from_utf8(part)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    bad(format!(
-                        "content-length {:?}",
-                        String::from_utf8_lossy(part)
-                    ))
-                })?;
+            let n = decimal(part).ok_or_else(|| {
+                bad(format!(
+                    "content-length {:?}",
+                    String::from_utf8_lossy(part)
+                ))
+            })?;
             if length.is_some_and(|l| l != n) {
                 return Err(bad("conflicting content-length values"));
             }
@@ -279,6 +275,21 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProtocolError> {
         }
     }
     Ok(length)
+}
+
+/// A non-empty run of ASCII digits as a number; `None` for anything else
+/// (signs, spaces, other digits) or past `u64::MAX`. Straight from the
+/// bytes: UTF-8 validation and `str::parse` cost more than the digits.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })
 }
 
 /// The last transfer coding named, if the head has `Transfer-Encoding`.
@@ -1173,6 +1184,46 @@ mod tests {
                     .collect();
                 assert_eq!(got, want, "{what} with {n} fields");
             }
+        }
+    }
+
+    #[test]
+    fn decimals_parse_like_digits_then_str_parse() {
+        let reference = |part: &[u8]| {
+            std::str::from_utf8(part)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+        };
+        let cases: &[&[u8]] = &[
+            b"",
+            b"0",
+            b"00",
+            b"7",
+            b"0042",
+            b"1234567890",
+            b"18446744073709551615",
+            b"18446744073709551616",
+            b"99999999999999999999",
+            b"000000000000000000000000001",
+            b"+1",
+            b"-1",
+            b" 1",
+            b"1 ",
+            b"1a",
+            b"a1",
+            b"0x10",
+            b"1.0",
+            "\u{661}".as_bytes(),
+            b"\xff1",
+        ];
+        for &part in cases {
+            assert_eq!(
+                decimal(part),
+                reference(part),
+                "{:?}",
+                String::from_utf8_lossy(part)
+            );
         }
     }
 
