@@ -20,6 +20,8 @@ fn bench_pick(c: &mut Criterion) {
                 max_concurrent: 256,
                 weight: 1 + (i % 3) as u32,
                 ttft_s: 0.05 + (i % 5) as f64 * 0.01,
+                pending_prefill_tokens: ((i * 7919) % 4000) as u64,
+                prefill_pace_s: 20e-6 * (1 + i % 3) as f64,
                 ..Default::default()
             })
             .collect();

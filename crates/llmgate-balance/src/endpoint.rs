@@ -154,11 +154,10 @@ impl Health {
 /// Decay time of the end-to-end latency EWMA.
 const EWMA_DECAY: Duration = Duration::from_secs(10);
 
-/// Decay time of the TTFT estimate, which [`LoadView::cost`] prices
-/// endpoints by. Long enough that it stays a steady picture of an endpoint's
-/// recent worst first tokens while it has traffic (with 10 s it followed
-/// single long prefills, and p2c drifted onto the slow GPUs in between); an
-/// endpoint shunned by one slow sample is still tried again within minutes.
+/// Decay time of the peak TTFT estimate (reported, and used by
+/// `adaptive`). Long enough that it stays a steady picture of an endpoint's
+/// recent worst first tokens while it has traffic; an endpoint shunned by one
+/// slow sample is still tried again within minutes.
 const TTFT_DECAY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy)]
@@ -195,10 +194,59 @@ impl Ewma {
     }
 }
 
+/// Weight of one first byte in the prefill pace estimate: about the last
+/// ten answers.
+const PACE_WEIGHT: f64 = 0.1;
+
+/// Decay time of the prefill pace while an endpoint gives no sample.
+const PACE_DECAY: Duration = Duration::from_secs(60);
+
+/// A per-answer EWMA of an endpoint's prefill pace, seconds per work token
+/// (see [`LoadView::cost_for`]). Like [`Ewma`] it decays toward zero while
+/// no sample arrives, so an endpoint that slow answers priced out of every
+/// pick is tried again instead of staying shunned.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pace {
+    value_s: f64,
+    at: Option<Instant>,
+}
+
+impl Pace {
+    fn value_at(&self, now: Instant) -> Option<f64> {
+        let at = self.at?;
+        let dt = now.saturating_duration_since(at).as_secs_f64();
+        Some(self.value_s * (-dt / PACE_DECAY.as_secs_f64()).exp())
+    }
+
+    fn observe(&mut self, sample_s: f64, now: Instant) {
+        self.value_s = match self.value_at(now) {
+            Some(current) => current + PACE_WEIGHT * (sample_s - current),
+            None => sample_s,
+        };
+        self.at = Some(now);
+    }
+}
+
+/// What a request dispatched to an endpoint found there (for the pace sample
+/// at its first byte).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dispatched {
+    /// Its prompt tokens (counted in the endpoint's pending prefill until the
+    /// first byte).
+    pub(crate) tokens: u32,
+    /// Pending prefill tokens ahead of it.
+    pub(crate) ahead: u64,
+    /// Requests in flight before it.
+    pub(crate) in_flight: usize,
+    /// Whether its first byte is its first token (a streamed answer).
+    pub(crate) streamed: bool,
+}
+
 #[derive(Debug)]
 struct Stats {
     latency: Ewma,
     ttft: Ewma,
+    pace: Pace,
     /// Exponentially decayed error fraction.
     error_rate: f64,
     /// Last time any in-flight request of this endpoint made progress
@@ -213,6 +261,7 @@ pub struct EndpointState {
     spec: EndpointSpec,
     id: Arc<str>,
     in_flight: AtomicUsize,
+    pending_prefill: AtomicU64,
     served: AtomicU64,
     failed: AtomicU64,
     health: AtomicU8,
@@ -235,6 +284,7 @@ impl EndpointState {
             id: Arc::from(spec.id.as_str()),
             spec,
             in_flight: AtomicUsize::new(0),
+            pending_prefill: AtomicU64::new(0),
             served: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             health: AtomicU8::new(Health::Unknown.as_u8()),
@@ -252,6 +302,7 @@ impl EndpointState {
                     at: None,
                     decay: TTFT_DECAY,
                 },
+                pace: Pace::default(),
                 error_rate: 0.0,
                 last_progress: Instant::now(),
             }),
@@ -390,8 +441,46 @@ impl EndpointState {
         Admission::Open
     }
 
-    pub(crate) fn begin(&self) {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    /// A request with `prompt_tokens` to prefill is sent. A streamed one is
+    /// counted in the pending prefill until [`first_byte`](Self::first_byte)
+    /// or [`abandon_prefill`](Self::abandon_prefill); the first byte of any
+    /// other is its whole answer, which says nothing of when its prefill
+    /// ended: it counts through `in_flight` only.
+    pub(crate) fn begin(&self, prompt_tokens: u32, streamed: bool) -> Dispatched {
+        let tokens = if streamed { prompt_tokens } else { 0 };
+        let in_flight = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let ahead = self
+            .pending_prefill
+            .fetch_add(u64::from(tokens), Ordering::AcqRel);
+        Dispatched {
+            tokens,
+            ahead,
+            in_flight,
+            streamed,
+        }
+    }
+
+    /// The first byte of a request begun with `d` came after `ttft`; `ok`:
+    /// not a server error. A streamed answer's first token is a sample of
+    /// the pace: `ttft` over the work the request found
+    /// ([`work_tokens`](crate::load::work_tokens)).
+    pub(crate) fn first_byte(&self, d: Dispatched, ttft: Duration, ok: bool, now: Instant) {
+        self.pending_prefill
+            .fetch_sub(u64::from(d.tokens), Ordering::AcqRel);
+        let secs = ttft.as_secs_f64();
+        let mut s = self.stats.lock();
+        s.ttft.observe(secs, now);
+        if d.streamed && ok {
+            let work = crate::load::work_tokens(d.ahead as f64, d.tokens, d.in_flight as f64);
+            s.pace.observe(secs / work, now);
+        }
+        s.last_progress = now;
+    }
+
+    /// A request begun with `d` ended before its first byte.
+    pub(crate) fn abandon_prefill(&self, d: Dispatched) {
+        self.pending_prefill
+            .fetch_sub(u64::from(d.tokens), Ordering::AcqRel);
     }
 
     /// A request ended (stream finished or failed).
@@ -413,12 +502,6 @@ impl EndpointState {
         self.readiness.wake();
     }
 
-    pub(crate) fn observe_ttft(&self, d: Duration, now: Instant) {
-        let mut s = self.stats.lock();
-        s.ttft.observe(d.as_secs_f64(), now);
-        s.last_progress = now;
-    }
-
     pub(crate) fn observe_latency(&self, d: Duration, now: Instant) {
         let mut s = self.stats.lock();
         s.latency.observe(d.as_secs_f64(), now);
@@ -438,12 +521,13 @@ impl EndpointState {
     /// younger than `staleness`.
     pub fn load_view(&self, staleness: Duration) -> LoadView {
         let now = Instant::now();
-        let (latency, ttft, error_rate) = {
+        let (latency, ttft, pace, error_rate) = {
             let s = self.stats.lock();
             // A sample decayed to nothing still counts as "answered": keep a
             // floor of 1 ms so it never reads as "no sample yet" (0).
             let seen = |e: &Ewma| e.value_at(now).map_or(0.0, |v| v.max(0.001));
-            (seen(&s.latency), seen(&s.ttft), s.error_rate)
+            let pace = s.pace.value_at(now).map_or(0.0, |v| v.max(1e-9));
+            (seen(&s.latency), seen(&s.ttft), pace, s.error_rate)
         };
         let snapshot = self
             .telemetry
@@ -467,6 +551,8 @@ impl EndpointState {
             weight: self.spec.weight,
             latency_s: latency,
             ttft_s: ttft,
+            pending_prefill_tokens: self.pending_prefill.load(Ordering::Acquire),
+            prefill_pace_s: pace,
             error_rate,
             engine,
             gpu,
@@ -493,22 +579,80 @@ pub enum Admission {
 mod tests {
     use super::*;
 
+    const STALE: Duration = Duration::from_secs(30);
+
+    /// One streamed request of `tokens` answered after `ttft` (and ended).
+    fn answer(state: &EndpointState, tokens: u32, ttft: Duration) {
+        let d = state.begin(tokens, true);
+        state.first_byte(d, ttft, true, Instant::now());
+        state.end(true, Instant::now());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_slow_sample_decays_while_the_endpoint_gets_no_traffic() {
         let state = EndpointState::new(EndpointSpec::new("r0", "http://127.0.0.1:1"));
-        assert_eq!(state.load_view(Duration::from_secs(30)).ttft_s, 0.0);
-        state.observe_ttft(Duration::from_millis(50), Instant::now());
+        assert_eq!(state.load_view(STALE).ttft_s, 0.0);
+        answer(&state, 10, Duration::from_millis(50));
         // One slow answer: the estimate jumps at once (peak).
-        state.observe_ttft(Duration::from_secs(2), Instant::now());
-        assert_eq!(state.load_view(Duration::from_secs(30)).ttft_s, 2.0);
+        answer(&state, 10, Duration::from_secs(2));
+        assert_eq!(state.load_view(STALE).ttft_s, 2.0);
         // No traffic for three decay periods: it has come most of the way down,
         // so the endpoint is tried again instead of staying shunned.
         tokio::time::advance(TTFT_DECAY * 3).await;
-        let later = state.load_view(Duration::from_secs(30)).ttft_s;
+        let later = state.load_view(STALE).ttft_s;
         assert!(later < 0.11 && later > 0.0, "{later}");
         // A fast sample now blends in below the decayed peak.
-        state.observe_ttft(Duration::from_millis(40), Instant::now());
-        let blended = state.load_view(Duration::from_secs(30)).ttft_s;
+        answer(&state, 10, Duration::from_millis(40));
+        let blended = state.load_view(STALE).ttft_s;
         assert!(blended < later && blended >= 0.04, "{blended}");
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12 * b.abs().max(1e-9)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn prompts_are_pending_until_their_first_byte_and_teach_the_pace() {
+        use crate::load::work_tokens;
+        let state = EndpointState::new(EndpointSpec::new("r0", "http://127.0.0.1:1"));
+        let a = state.begin(300, true);
+        let b = state.begin(200, true);
+        let view = state.load_view(STALE);
+        assert_eq!((view.in_flight, view.pending_prefill_tokens), (2, 500));
+        assert_eq!(view.prefill_pace_s, 0.0, "no answer yet");
+        // b found a's 300 tokens and one request ahead of it.
+        assert_eq!((b.ahead, b.in_flight), (300, 1));
+        // A non-streamed request counts in flight only; an abandoned one
+        // gives its tokens back.
+        let c = state.begin(1000, false);
+        let d = state.begin(400, true);
+        state.abandon_prefill(d);
+        state.end(false, Instant::now());
+        assert_eq!(state.load_view(STALE).pending_prefill_tokens, 500);
+        // First bytes: the first sample is the pace; the next blends in
+        // with a weight of a tenth.
+        state.first_byte(a, Duration::from_millis(40), true, Instant::now());
+        let first = 0.040 / work_tokens(0.0, 300, 0.0);
+        let view = state.load_view(STALE);
+        assert_eq!(view.pending_prefill_tokens, 200);
+        assert!(close(view.prefill_pace_s, first), "{view:?}");
+        state.first_byte(b, Duration::from_millis(90), true, Instant::now());
+        let second = 0.090 / work_tokens(300.0, 200, 1.0);
+        let view = state.load_view(STALE);
+        assert_eq!(view.pending_prefill_tokens, 0);
+        assert!(close(view.prefill_pace_s, first + 0.1 * (second - first)));
+        // A whole non-streamed answer, and a 5xx, are no pace samples.
+        state.first_byte(c, Duration::from_secs(5), true, Instant::now());
+        let e = state.begin(10, true);
+        state.first_byte(e, Duration::from_secs(5), false, Instant::now());
+        assert!(close(
+            state.load_view(STALE).prefill_pace_s,
+            view.prefill_pace_s
+        ));
+        // Unsampled for a while, the pace decays, so a shunned endpoint is
+        // tried again.
+        tokio::time::advance(PACE_DECAY * 3).await;
+        let later = state.load_view(STALE).prefill_pace_s;
+        assert!(later > 0.0 && later < view.prefill_pace_s / 15.0, "{later}");
     }
 }

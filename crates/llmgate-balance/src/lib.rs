@@ -31,16 +31,19 @@
 //!
 //! # Load
 //!
-//! [`LoadView::cost`] is the [`EndpointLoad`]: `(1 + queue / 10) × ttft ×
-//! (ttft / 50 ms)` inflated by KV-cache pressure and recent errors, divided
-//! by weight. `queue` is the larger of this balancer's in-flight requests
-//! and the engine's own running + waiting (when its telemetry is fresh;
-//! stale telemetry is never used); `ttft` is a peak-EWMA of the endpoint's
-//! time to first byte. A batching engine serves its queue together, hence
-//! a tenth per request; a slow GPU's first-token tail stays long however
-//! idle it is, hence the squared speed factor. p2c compares two endpoints
-//! by [`LoadView::cost_for`] the request's prompt: the cost plus its own
-//! prefill at the endpoint's pace (`ttft × prompt tokens / 1000`).
+//! [`LoadView::cost`] is the [`EndpointLoad`]: the endpoint's predicted
+//! time to first token, `pace × work`, inflated by KV-cache pressure and
+//! recent errors, divided by weight. `work` ([`work_tokens`]) is the prefill
+//! a new request would wait for, in tokens: the prompts this balancer has
+//! sent there that have not had their first byte yet, plus a step's fixed
+//! cost ([`STEP_TOKENS`], growing with the requests in flight, the decodes
+//! of every step); `pace` is the endpoint's seconds per work token, learned
+//! from each streamed first byte (its time over the work it found). Both
+//! move with every request sent and answered: a slow GPU that looks idle
+//! stops looking so after a few prompts, before any answer, and one three
+//! times slower at prefill is used only once the fast ones have three times
+//! as much queued. p2c compares two endpoints by [`LoadView::cost_for`] the
+//! request's prompt, whose own prefill is part of the work.
 //!
 //! # Strategies
 //!
@@ -52,7 +55,7 @@
 //! | `least_loaded` | lowest `0.7 × in-flight + 0.3 × engine queue` |
 //! | `gpu_aware` | under GPU thresholds, lowest GPU score; else least loaded |
 //! | `adaptive` | weighted composite of load, latency, errors, GPU |
-//! | `p2c` (default) | the cheaper of two random endpoints by `EndpointLoad` plus the prompt's own prefill |
+//! | `p2c` (default) | of two random endpoints, the one with the earlier predicted first token for the prompt |
 //! | `cache_affinity` | the longest cached prefix, unless overloaded |
 //! | `sticky` | consistent hashing of the session with bounded load |
 //!
@@ -113,8 +116,8 @@ pub use fleet::{
 };
 pub use llmgate_breaker::BreakerConfig;
 pub use load::{
-    gpu_score, EndpointLoad, EngineView, GpuSummary, LoadView, DEFAULT_TTFT_S,
-    PREFILL_REFERENCE_TOKENS, QUEUE_DOUBLING,
+    gpu_score, work_tokens, EndpointLoad, EngineView, GpuSummary, LoadView, DEFAULT_TTFT_S,
+    QUEUE_DOUBLING, STEP_TOKENS,
 };
 pub use strategy::{GpuThresholds, StrategyKind};
 pub use tracked::{Endpoint, InnerService};

@@ -36,7 +36,15 @@ pub struct LoadView {
     /// Peak-EWMA end-to-end latency, seconds (0 before the first answer).
     pub latency_s: f64,
     /// Peak-EWMA time to first byte, seconds (0 before the first answer).
+    /// Reported (admin API, `adaptive`); [`cost`](Self::cost) uses
+    /// [`prefill_pace_s`](Self::prefill_pace_s) instead.
     pub ttft_s: f64,
+    /// Prompt tokens of the streamed requests this balancer has in flight
+    /// there that have not had their first byte yet.
+    pub pending_prefill_tokens: u64,
+    /// Learned seconds of time to first byte per token of
+    /// [`work_tokens`] (0 before the first streamed answer).
+    pub prefill_pace_s: f64,
     /// Recent error fraction, 0–1.
     pub error_rate: f64,
     /// Engine telemetry, when fresh.
@@ -63,39 +71,45 @@ impl LoadView {
         0.7 * self.in_flight as f64 + 0.3 * waiting
     }
 
-    /// The [`EndpointLoad`] cost, in seconds-like units: the endpoint's
-    /// time to first token, `(1 + queue / QUEUE_DOUBLING) × ttft ×
-    /// (ttft / DEFAULT_TTFT_S)`, inflated by KV-cache pressure (a nearly full
-    /// cache means preemptions) and recent errors, divided by weight.
-    ///
-    /// `ttft` is the peak-EWMA time to first byte ([`DEFAULT_TTFT_S`] before
-    /// the first answer): a slowly decaying estimate of the endpoint's recent
-    /// worst first-token time, i.e. how slow it is. Two things differ from a
-    /// serial-server `(queue + 1) × ttft`:
-    ///
-    /// - a continuous-batching engine serves its queue together, so a
-    ///   request more in flight lengthens the next first token by a step's
-    ///   fraction, not by a whole TTFT: the queue counts `1 / QUEUE_DOUBLING`
-    ///   per request;
-    /// - the p99 first token of a fleet is set by its slowest GPUs, whose
-    ///   tail (long prefills) stays long however idle they are: the TTFT
-    ///   factor is squared (relative to the 50 ms reference), so a replica
-    ///   three times slower is used only once the fast ones hold about
-    ///   `8 × QUEUE_DOUBLING` requests more than it: as overflow.
+    /// The [`EndpointLoad`] cost: [`cost_for`](Self::cost_for) a request
+    /// with an empty prompt, i.e. the endpoint's predicted time to first
+    /// token, whatever the request.
     pub fn cost(&self) -> f64 {
         self.cost_for(0)
     }
 
-    /// [`cost`](Self::cost) for a request with `prompt_tokens` to prefill:
-    /// plus the request's own prefill at this endpoint's pace, `ttft ×
-    /// prompt_tokens / PREFILL_REFERENCE_TOKENS`, so a long prompt leans
-    /// harder towards a fast replica than a short one does (a slow GPU's
-    /// first-token tail is its long prefills).
+    /// The predicted time to first token of a request with `prompt_tokens`
+    /// to prefill, in seconds, inflated by KV-cache pressure (a nearly full
+    /// cache means preemptions) and recent errors, divided by weight:
+    /// `pace × work`, where
+    ///
+    /// - `work` ([`work_tokens`]) is the prefill the request waits for, in
+    ///   tokens: the prompts this balancer has sent there that have not had
+    ///   their first byte yet ([`pending_prefill_tokens`](Self::pending_prefill_tokens)),
+    ///   its own prompt, and the engine's fixed cost of a step, counted as
+    ///   [`STEP_TOKENS`] and growing by one per [`QUEUE_DOUBLING`] requests
+    ///   in flight (a continuous-batching engine decodes them all in each
+    ///   step);
+    /// - `pace` ([`prefill_pace_s`](Self::prefill_pace_s)) is the endpoint's
+    ///   learned seconds per work token: each streamed first token divides
+    ///   its time by the work that request found. Before the first one,
+    ///   the peak time to first byte ([`ttft_s`](Self::ttft_s), of whole
+    ///   non-streamed answers then) stands in for one step's work, and
+    ///   before any answer [`DEFAULT_TTFT_S`] does.
+    ///
+    /// Both terms are fresh: pending prefill moves with every request sent
+    /// and every first byte, so a slow endpoint that looks idle stops
+    /// looking so as soon as a few prompts are sent to it, without waiting
+    /// for their answers; and the pace of a GPU three times slower at
+    /// prefill is learned as three times larger, so it is used only once
+    /// the fast ones have three times as much queued.
     pub fn cost_for(&self, prompt_tokens: u32) -> f64 {
-        let ttft = if self.ttft_s > 0.0 {
-            self.ttft_s
+        let pace = if self.prefill_pace_s > 0.0 {
+            self.prefill_pace_s
+        } else if self.ttft_s > 0.0 {
+            self.ttft_s / STEP_TOKENS
         } else {
-            DEFAULT_TTFT_S
+            DEFAULT_TTFT_S / STEP_TOKENS
         };
         let kv = self.engine.map(|e| e.kv_cache_usage).unwrap_or(0.0);
         let kv_penalty = if kv > 0.9 {
@@ -104,24 +118,40 @@ impl LoadView {
             1.0
         };
         let err_penalty = 1.0 + 4.0 * self.error_rate;
-        let queue = 1.0 + self.queue_depth() / QUEUE_DOUBLING;
-        let own_prefill = ttft * f64::from(prompt_tokens) / PREFILL_REFERENCE_TOKENS;
-        (queue * ttft * (ttft / DEFAULT_TTFT_S) + own_prefill) * kv_penalty * err_penalty
-            / f64::from(self.weight.max(1))
+        let work = work_tokens(
+            self.pending_prefill_tokens as f64,
+            prompt_tokens,
+            self.queue_depth(),
+        );
+        pace * work * kv_penalty * err_penalty / f64::from(self.weight.max(1))
     }
 }
 
-/// Time to first token assumed for an endpoint that has not answered yet.
+/// The work a request with `prompt_tokens` waits for before its first token,
+/// in prefill tokens: `ahead` (prompts queued before it), its own prompt, and
+/// one step's fixed cost, [`STEP_TOKENS`] × `(1 + queue / QUEUE_DOUBLING)`
+/// with `queue` requests in flight. [`LoadView::cost_for`] multiplies it by
+/// the endpoint's pace, and the endpoint learns its pace by dividing each
+/// first byte's time by it.
+pub fn work_tokens(ahead: f64, prompt_tokens: u32, queue: f64) -> f64 {
+    ahead + f64::from(prompt_tokens) + STEP_TOKENS * (1.0 + queue / QUEUE_DOUBLING)
+}
+
+/// Time to first token assumed for an endpoint that has not answered yet
+/// (for a request that finds [`STEP_TOKENS`] of work).
 pub const DEFAULT_TTFT_S: f64 = 0.05;
 
-/// A prompt this long adds one TTFT of the endpoint to
-/// [`LoadView::cost_for`] (its own prefill, at the endpoint's speed).
-pub const PREFILL_REFERENCE_TOKENS: f64 = 1000.0;
+/// An engine step's fixed cost, in prefill tokens: the first token of an
+/// empty prompt on an idle endpoint takes about as long as this many
+/// prompt tokens (in the simulator's profiles, between 200 and 500).
+pub const STEP_TOKENS: f64 = 256.0;
 
-/// Requests in flight that double an endpoint's [`LoadView::cost`].
-pub const QUEUE_DOUBLING: f64 = 10.0;
+/// Requests in flight that double the step cost in [`work_tokens`]: each
+/// is one more decode in every step.
+pub const QUEUE_DOUBLING: f64 = 300.0;
 
-/// The `Load` metric of a balanced endpoint: its [`LoadView::cost`].
+/// The `Load` metric of a balanced endpoint: its [`LoadView::cost`], a
+/// predicted time to first token in seconds.
 /// Ordered by cost; NaN never occurs (all inputs are finite).
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
 pub struct EndpointLoad(pub f64);
@@ -137,6 +167,10 @@ mod tests {
             weight: 1,
             ..Default::default()
         }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
     }
 
     #[test]
@@ -158,68 +192,71 @@ mod tests {
         let mut heavy = view(4);
         heavy.weight = 4;
         assert!(heavy.cost() < view(4).cost());
+        let mut pending = view(1);
+        pending.pending_prefill_tokens = 100;
+        assert!(pending.cost() > view(1).cost(), "queued prefill counts");
     }
 
     #[test]
-    fn slower_first_tokens_cost_more_at_equal_queues() {
-        let mut fast = view(3);
-        fast.ttft_s = 0.02;
-        let mut slow = view(3);
-        slow.ttft_s = 0.06;
-        assert!(slow.cost() > fast.cost());
-        // No answer yet: the default stands in.
-        assert_eq!(view(0).cost(), DEFAULT_TTFT_S);
-    }
-
-    fn close(a: f64, b: f64) -> bool {
-        (a - b).abs() < 1e-12
-    }
-
-    #[test]
-    fn queue_counts_a_tenth_and_a_slow_replica_is_overflow_only() {
-        // (1 + q / 10) × ttft × ttft / 50 ms
-        let mut fast = view(10);
-        fast.ttft_s = 0.02;
-        assert!(close(fast.cost(), 2.0 * 0.02 * 0.4), "{}", fast.cost());
-        let mut idle_slow = view(0);
-        idle_slow.ttft_s = 0.06;
-        assert!(close(idle_slow.cost(), 0.06 * 1.2), "{}", idle_slow.cost());
-        // A replica three times slower costs nine times more: a fast one
-        // with a few requests in flight (which `(queue + 1) × ttft` sent to
-        // the idle slow one) still wins...
-        fast.in_flight = 3;
-        assert!(fast.cost() < idle_slow.cost());
-        fast.in_flight = 70;
-        assert!(fast.cost() < idle_slow.cost());
-        // ...until it holds about eighty more: the slow one takes overflow.
-        fast.in_flight = 90;
-        assert!(fast.cost() > idle_slow.cost());
-        // Engine-reported queues count the same way.
-        let mut engine = view(0);
-        engine.ttft_s = 0.02;
-        engine.engine = Some(EngineView {
-            running: 85.0,
-            waiting: 5.0,
+    fn cost_is_pace_times_work() {
+        // No answer yet: the default pace, DEFAULT_TTFT_S for a step.
+        assert!(close(view(0).cost(), DEFAULT_TTFT_S));
+        // Only non-streamed answers yet: their peak time stands in for a
+        // step; a learned pace takes over from it.
+        let mut unstreamed = view(0);
+        unstreamed.ttft_s = 2.0;
+        assert!(close(unstreamed.cost_for(256), 4.0));
+        unstreamed.prefill_pace_s = 1e-4;
+        assert!(close(unstreamed.cost_for(256), 1e-4 * 512.0));
+        let mut v = view(150);
+        v.prefill_pace_s = 20e-6;
+        v.pending_prefill_tokens = 1000;
+        // 1000 pending + 500 own + 256 × (1 + 150 / 300)
+        assert!(close(work_tokens(1000.0, 500, 150.0), 1884.0));
+        assert!(
+            close(v.cost_for(500), 20e-6 * 1884.0),
+            "{}",
+            v.cost_for(500)
+        );
+        assert!(close(v.cost(), v.cost_for(0)));
+        // Engine-reported queues count when larger than this balancer's.
+        v.engine = Some(EngineView {
+            running: 280.0,
+            waiting: 20.0,
             kv_cache_usage: 0.5,
         });
-        assert!(close(engine.cost(), fast.cost()));
+        assert!(close(v.cost(), 20e-6 * (1000.0 + 2.0 * STEP_TOKENS)));
+    }
+
+    /// An H100-like endpoint (20 µs a token) and an A100-like one, three
+    /// times slower.
+    fn fast_and_slow() -> (LoadView, LoadView) {
+        let mut fast = view(0);
+        fast.prefill_pace_s = 20e-6;
+        let mut slow = view(0);
+        slow.prefill_pace_s = 60e-6;
+        (fast, slow)
     }
 
     #[test]
-    fn a_long_prompt_leans_harder_towards_the_fast_replica() {
-        let mut fast = view(85);
-        fast.ttft_s = 0.02;
-        let mut slow = view(0);
-        slow.ttft_s = 0.06;
-        // Past the overflow point a short prompt goes to the slow replica...
-        assert!(slow.cost_for(50) < fast.cost_for(50));
-        // ...a long one stays on the fast one: its own prefill costs
-        // ttft × tokens / 1000 there, three times more on the slow one.
-        assert!(fast.cost_for(2000) < slow.cost_for(2000));
-        assert!(close(
-            slow.cost_for(2000),
-            slow.cost() + 0.06 * 2000.0 / PREFILL_REFERENCE_TOKENS
-        ));
-        assert!(close(fast.cost_for(0), fast.cost()));
+    fn a_slower_pace_is_taken_only_for_less_queued_work() {
+        let (mut fast, mut slow) = fast_and_slow();
+        // Idle both: the fast one, for any prompt.
+        assert!(fast.cost_for(50) < slow.cost_for(50));
+        assert!(fast.cost_for(1000) < slow.cost_for(1000));
+        // A few prompts queued on the fast one: still the fast one.
+        fast.pending_prefill_tokens = 600;
+        fast.in_flight = 40;
+        assert!(fast.cost_for(200) < slow.cost_for(200));
+        // Past three times the slow one's work, the slow one.
+        fast.pending_prefill_tokens = 1500;
+        assert!(slow.cost_for(200) < fast.cost_for(200));
+        // ...but not for a long prompt, whose own prefill is three times
+        // longer there.
+        assert!(fast.cost_for(1024) < slow.cost_for(1024));
+        // Prompts sent to the slow one count at once, before any answer:
+        // a burst does not all go there.
+        slow.pending_prefill_tokens = 400;
+        assert!(fast.cost_for(200) < slow.cost_for(200));
     }
 }

@@ -17,11 +17,11 @@ use tower::load::Load;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service};
 
-use llmgate_core::{BufferedBody, EndpointError, ServedBy};
+use llmgate_core::{BufferedBody, EndpointError, RequestMeta, ServedBy};
 
 use crate::attempt::BoxBody;
 use crate::balance::HasEndpointState;
-use crate::endpoint::{Admission, EndpointState};
+use crate::endpoint::{Admission, Dispatched, EndpointState};
 use crate::load::EndpointLoad;
 
 /// The type-erased stack below [`Endpoint`] (breaker, attempt, client).
@@ -118,19 +118,26 @@ impl Service<Request<BufferedBody>> for Endpoint {
 
     fn call(&mut self, req: Request<BufferedBody>) -> Self::Future {
         let state = self.state.clone();
-        state.begin();
+        let (prompt, streamed) = req
+            .extensions()
+            .get::<RequestMeta>()
+            .map_or((0, false), |m| (m.prompt_tokens, m.stream));
+        let dispatched = state.begin(prompt, streamed);
         let mut guard = InFlight {
             state: Some(state.clone()),
             start: Instant::now(),
             ok: true,
+            prefill: Some(dispatched),
         };
         let fut = self.inner.call(req);
         Box::pin(async move {
             match fut.await {
                 Ok(res) => {
                     let now = Instant::now();
-                    state.observe_ttft(now - guard.start, now);
                     guard.ok = !res.status().is_server_error();
+                    if let Some(d) = guard.prefill.take() {
+                        state.first_byte(d, now - guard.start, guard.ok, now);
+                    }
                     let (mut parts, body) = res.into_parts();
                     parts.extensions.insert(ServedBy(state.id().clone()));
                     let tracked = TrackedBody { inner: body, guard };
@@ -152,11 +159,16 @@ struct InFlight {
     /// The outcome known so far (a 5xx head is a failure even if the body
     /// is dropped before its end).
     ok: bool,
+    /// Counted in the endpoint's pending prefill until the first byte.
+    prefill: Option<Dispatched>,
 }
 
 impl InFlight {
     fn finish(mut self, ok: bool) {
         if let Some(s) = self.state.take() {
+            if let Some(d) = self.prefill.take() {
+                s.abandon_prefill(d);
+            }
             let now = Instant::now();
             if ok {
                 s.observe_latency(now - self.start, now);
@@ -171,6 +183,9 @@ impl Drop for InFlight {
         // Dropped before the end: the client went away, which is not the
         // replica's fault; only an outcome already known to be bad counts.
         if let Some(s) = self.state.take() {
+            if let Some(d) = self.prefill.take() {
+                s.abandon_prefill(d);
+            }
             s.end(self.ok, Instant::now());
         }
     }
