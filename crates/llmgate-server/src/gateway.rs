@@ -161,15 +161,24 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         // Headers that `Connection` names are hop-by-hop too; `close` and
         // `keep-alive` are options, not header names (and `keep-alive` goes
         // anyway).
-        let listed: Vec<HeaderName> = headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
+        // Over bytes: a value that passed `to_str` holds only visible ASCII
+        // and tabs, so `trim_ascii` trims what `str::trim` would, without
+        // decoding chars.
+        let mut listed: Vec<HeaderName> = Vec::new();
+        for v in headers.get_all(http::header::CONNECTION) {
+            if v.to_str().is_err() {
+                continue;
+            }
+            for t in v.as_bytes().split(|b| *b == b',') {
+                let t = t.trim_ascii();
+                if t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"keep-alive") {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(t) {
+                    listed.push(name);
+                }
+            }
+        }
         for n in listed {
             headers.remove(n);
         }
@@ -290,6 +299,36 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, ["content-type", "x-kept"]);
+    }
+
+    #[test]
+    fn connection_tokens_are_trimmed_and_matched_without_case() {
+        let mut h = map(&[
+            ("connection", "\tKeep-Alive ,  X-A\t, ,CLOSE,x-b"),
+            ("connection", "Upgrade"),
+            ("x-a", "1"),
+            ("x-b", "2"),
+            ("x-c", "3"),
+            ("close", "not named: an option"),
+            ("keep-alive", "timeout=5"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["close", "x-c"]);
+    }
+
+    #[test]
+    fn a_connection_value_that_is_not_visible_ascii_names_nothing() {
+        let mut h = HeaderMap::new();
+        h.append(
+            http::header::CONNECTION,
+            http::HeaderValue::from_bytes(b"x-a, caf\xc3\xa9").unwrap(),
+        );
+        h.append("x-a", http::HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-a"]);
     }
 
     #[test]
