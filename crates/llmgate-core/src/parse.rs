@@ -1,5 +1,10 @@
 //! Parsing the OpenAI-shaped JSON bodies of completions, chat and embeddings.
 
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -24,20 +29,87 @@ pub struct ParsedBody {
 }
 
 #[derive(Deserialize)]
-struct Envelope {
+struct Envelope<'a> {
     model: Option<String>,
     stream: Option<bool>,
     max_tokens: Option<u32>,
     max_completion_tokens: Option<u32>,
     user: Option<String>,
-    prompt: Option<Value>,
+    #[serde(borrow)]
+    prompt: Option<PromptField<'a>>,
     messages: Option<Value>,
-    input: Option<Value>,
+    #[serde(borrow)]
+    input: Option<PromptField<'a>>,
+}
+
+/// A `prompt`/`input` value as read: a string stays a slice of the body
+/// when it has no escapes (the prompt is only measured and hashed, so it
+/// need not be copied), anything else becomes a [`Value`] as before.
+enum PromptField<'a> {
+    Str(Cow<'a, str>),
+    Other(Value),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for PromptField<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(PromptFieldVisitor(std::marker::PhantomData))
+    }
+}
+
+struct PromptFieldVisitor<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for PromptFieldVisitor<'a> {
+    type Value = PromptField<'a>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(PromptField::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(PromptField::Str(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(PromptField::Str(Cow::Owned(v)))
+    }
+
+    // The rest as `Value`'s own visitor builds them.
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(PromptField::Other(Value::Bool(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(PromptField::Other(Value::Number(v.into())))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(PromptField::Other(Value::Number(v.into())))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(PromptField::Other(Value::from(v)))
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(PromptField::Other(Value::Null))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Value::deserialize(SeqAccessDeserializer::new(seq)).map(PromptField::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        Value::deserialize(MapAccessDeserializer::new(map)).map(PromptField::Other)
+    }
 }
 
 /// Prompt of a request: text, or token ids when the client sent ids.
-enum Prompt {
-    Text(String),
+enum Prompt<'a> {
+    Text(Cow<'a, str>),
     Tokens(Vec<u32>),
 }
 
@@ -53,7 +125,7 @@ pub fn parse_body(
     estimator: &dyn TokenEstimator,
     block_chars: usize,
 ) -> Result<ParsedBody, MetaError> {
-    let env: Envelope = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+    let env: Envelope<'_> = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
     let prompt = match kind {
         EndpointKind::Completions => {
             let p = env
@@ -65,13 +137,13 @@ pub fn parse_body(
             let m = env
                 .messages
                 .ok_or_else(|| invalid("missing field `messages`"))?;
-            Prompt::Text(chat_text(&m)?)
+            Prompt::Text(Cow::Owned(chat_text(&m)?))
         }
         EndpointKind::Embeddings => {
             let i = env.input.ok_or_else(|| invalid("missing field `input`"))?;
             text_or_tokens(i, "input")?
         }
-        EndpointKind::Other => Prompt::Text(String::new()),
+        EndpointKind::Other => Prompt::Text(Cow::Borrowed("")),
     };
     let (prompt_tokens, prefix_hashes) = match &prompt {
         Prompt::Text(t) => (estimator.estimate(t), text_block_hashes(t, block_chars)),
@@ -93,21 +165,25 @@ pub fn parse_body(
 /// A `prompt`/`input` field: a string, an array of strings, an array of token
 /// ids, or an array of token-id arrays. Takes the value so a string prompt
 /// is moved out, not copied.
-fn text_or_tokens(v: Value, field: &str) -> Result<Prompt, MetaError> {
+fn text_or_tokens<'a>(v: PromptField<'a>, field: &str) -> Result<Prompt<'a>, MetaError> {
     let shape_err = || {
         invalid(format!(
             "`{field}` must be a string, an array of strings, an array of token ids or an array of token-id arrays"
         ))
     };
+    let v = match v {
+        PromptField::Str(s) => return Ok(Prompt::Text(s)),
+        PromptField::Other(v) => v,
+    };
     match v {
-        Value::String(s) => Ok(Prompt::Text(s)),
-        Value::Array(items) if items.iter().all(Value::is_string) => Ok(Prompt::Text(
+        Value::String(s) => Ok(Prompt::Text(Cow::Owned(s))),
+        Value::Array(items) if items.iter().all(Value::is_string) => Ok(Prompt::Text(Cow::Owned(
             items
                 .iter()
                 .filter_map(Value::as_str)
                 .collect::<Vec<_>>()
                 .join("\n"),
-        )),
+        ))),
         Value::Array(items) => {
             let mut ids = Vec::new();
             for item in items {
@@ -239,6 +315,72 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.prompt_tokens, 4);
+    }
+
+    #[test]
+    fn string_prompts_with_and_without_escapes_read_the_same_text() {
+        let text =
+            "line one \"quoted\"\nline two\t\u{e9}\u{1f600} and some more words to fill a block";
+        let escaped = serde_json::json!({ "prompt": text, "input": text }).to_string();
+        assert!(escaped.contains("\\\""), "{escaped}");
+        let expected = (
+            CharsPerToken::default().estimate(text),
+            text_block_hashes(text, 64),
+        );
+        for kind in [EndpointKind::Completions, EndpointKind::Embeddings] {
+            let p = parse(kind, &escaped).unwrap();
+            assert_eq!((p.prompt_tokens, p.prefix_hashes), expected.clone());
+        }
+        // No escapes: the text is read in place.
+        let plain = "a plain prompt with nothing to unescape, long enough for a block or two";
+        let body = format!(r#"{{"model":"m","prompt":"{plain}","temperature":0}}"#);
+        let p = parse(EndpointKind::Completions, &body).unwrap();
+        assert_eq!(
+            (p.prompt_tokens, p.prefix_hashes),
+            (
+                CharsPerToken::default().estimate(plain),
+                text_block_hashes(plain, 64)
+            )
+        );
+    }
+
+    #[test]
+    fn prompts_of_other_shapes_are_refused_as_before() {
+        let shape = "`prompt` must be a string, an array of strings, an array of token ids or an array of token-id arrays";
+        for prompt in [
+            "5",
+            "-5",
+            "1.5",
+            "true",
+            "{\"a\":[1]}",
+            "[1,\"a\"]",
+            "[[1],[true]]",
+            "[-1]",
+        ] {
+            let body = format!(r#"{{"prompt":{prompt}}}"#);
+            match parse(EndpointKind::Completions, &body).unwrap_err() {
+                MetaError::InvalidJson(m) => assert_eq!(m, shape, "{body}"),
+                e => panic!("{body}: {e}"),
+            }
+        }
+        match parse(EndpointKind::Completions, r#"{"prompt":null}"#).unwrap_err() {
+            MetaError::InvalidJson(m) => assert_eq!(m, "missing field `prompt`"),
+            e => panic!("{e}"),
+        }
+        // Malformed JSON inside the field is a JSON error, as before.
+        let e = parse(EndpointKind::Completions, r#"{"prompt":[1,}"#).unwrap_err();
+        let want = serde_json::from_str::<serde_json::Value>(r#"{"prompt":[1,}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            matches!(e, MetaError::InvalidJson(ref m) if *m == want),
+            "{e}"
+        );
+        // Arrays of strings and of token ids still read.
+        let p = parse(EndpointKind::Completions, r#"{"prompt":["ab","cd"]}"#).unwrap();
+        assert_eq!(p.prompt_tokens, CharsPerToken::default().estimate("ab\ncd"));
+        let p = parse(EndpointKind::Completions, r#"{"prompt":[[1,2],[3]]}"#).unwrap();
+        assert_eq!(p.prompt_tokens, 3);
     }
 
     #[test]
