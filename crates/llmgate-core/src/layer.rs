@@ -340,28 +340,45 @@ fn build_meta(
         Some(v) => parse_timeout(v)?,
         None => config.default_timeout,
     };
-    let mut meta = RequestMeta::new(kind)
-        .with_client(client)
-        .with_priority(priority);
-    meta.arrival = Instant::now();
-    meta.deadline = meta.arrival + timeout;
+    let arrival = Instant::now();
     let header_session = parts
         .headers
         .get(&X_SESSION_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|s| !s.is_empty())
         .map(Arc::<str>::from);
-    if kind != EndpointKind::Other {
+    // Built whole rather than from `RequestMeta::new`, whose anonymous
+    // client key and empty prefix list are allocations overwritten here.
+    let meta = if kind != EndpointKind::Other {
         let parsed = parse_body(kind, body, config.estimator.as_ref(), config.block_chars)?;
-        meta.model = parsed.model.map(Arc::from);
-        meta.stream = parsed.stream;
-        meta.max_tokens = parsed.max_tokens;
-        meta.prompt_tokens = parsed.prompt_tokens;
-        meta.prefix_hashes = Arc::from(parsed.prefix_hashes);
-        meta.session = header_session.or(parsed.user.map(Arc::from));
+        RequestMeta {
+            kind,
+            model: parsed.model.map(Arc::from),
+            stream: parsed.stream,
+            max_tokens: parsed.max_tokens,
+            prompt_tokens: parsed.prompt_tokens,
+            prefix_hashes: Arc::from(parsed.prefix_hashes),
+            priority,
+            client,
+            session: header_session.or(parsed.user.map(Arc::from)),
+            arrival,
+            deadline: arrival + timeout,
+        }
     } else {
-        meta.session = header_session;
-    }
+        RequestMeta {
+            kind,
+            model: None,
+            stream: false,
+            max_tokens: None,
+            prompt_tokens: 0,
+            prefix_hashes: Arc::from(Vec::new()),
+            priority,
+            client,
+            session: header_session,
+            arrival,
+            deadline: arrival + timeout,
+        }
+    };
     Ok(meta)
 }
 
