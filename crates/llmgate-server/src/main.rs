@@ -127,9 +127,13 @@ async fn serve(
             }
         }
     }
+    let metrics = match running.metrics_addr {
+        Some(a) => format!("http://{a}/metrics"),
+        None => "off".to_string(),
+    };
     println!(
-        "llmgate: serving on http://{} (metrics on {:?}, admin on http://{})",
-        running.addr, running.metrics_addr, running.admin_addr
+        "llmgate: serving on http://{} (metrics on {metrics}, admin on http://{})",
+        running.addr, running.admin_addr
     );
     println!("try:\n  curl -s http://{}/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"llama-3-8b\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}],\"max_tokens\":32}}'", running.addr);
     running.wait().await;
