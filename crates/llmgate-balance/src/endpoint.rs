@@ -218,10 +218,19 @@ impl Pace {
         Some(self.value_s * (-dt / PACE_DECAY.as_secs_f64()).exp())
     }
 
+    /// Blends in a sample. Its weight is [`PACE_WEIGHT`] under steady
+    /// traffic and grows towards 1 with the time since the last sample: an
+    /// endpoint back from a long idle spell (its estimate decayed towards
+    /// zero) is priced by what it does now, not underpriced for the next
+    /// ten answers.
     fn observe(&mut self, sample_s: f64, now: Instant) {
-        self.value_s = match self.value_at(now) {
-            Some(current) => current + PACE_WEIGHT * (sample_s - current),
-            None => sample_s,
+        self.value_s = match (self.value_at(now), self.at) {
+            (Some(current), Some(at)) => {
+                let gap = now.saturating_duration_since(at).as_secs_f64();
+                let weight = PACE_WEIGHT.max(1.0 - (-gap / PACE_DECAY.as_secs_f64()).exp());
+                current + weight * (sample_s - current)
+            }
+            _ => sample_s,
         };
         self.at = Some(now);
     }
@@ -461,8 +470,8 @@ impl EndpointState {
     }
 
     /// The first byte of a request begun with `d` came after `ttft`; `ok`:
-    /// not a server error. A streamed answer's first token is a sample of
-    /// the pace: `ttft` over the work the request found
+    /// a success (2xx). A successful streamed answer's first token is a
+    /// sample of the pace: `ttft` over the work the request found
     /// ([`work_tokens`](crate::load::work_tokens)).
     pub(crate) fn first_byte(&self, d: Dispatched, ttft: Duration, ok: bool, now: Instant) {
         self.pending_prefill
@@ -654,5 +663,14 @@ mod tests {
         tokio::time::advance(PACE_DECAY * 3).await;
         let later = state.load_view(STALE).prefill_pace_s;
         assert!(later > 0.0 && later < view.prefill_pace_s / 15.0, "{later}");
+        // Back from the idle spell, its next answer counts almost whole
+        // (weight 1 - e^-3, not a tenth): it is priced by what it does now.
+        let f = state.begin(100, true);
+        state.first_byte(f, Duration::from_millis(60), true, Instant::now());
+        let sample = 0.060 / work_tokens(f.ahead as f64, f.tokens, f.in_flight as f64);
+        let weight = 1.0 - (-3.0f64).exp();
+        let back = state.load_view(STALE).prefill_pace_s;
+        assert!(close(back, later + weight * (sample - later)), "{back}");
+        assert!(back > 0.9 * sample, "{back} vs {sample}");
     }
 }

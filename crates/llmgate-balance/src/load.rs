@@ -37,7 +37,8 @@ pub struct LoadView {
     pub latency_s: f64,
     /// Peak-EWMA time to first byte, seconds (0 before the first answer).
     /// Reported (admin API, `adaptive`); [`cost`](Self::cost) uses
-    /// [`prefill_pace_s`](Self::prefill_pace_s) instead.
+    /// [`prefill_pace_s`](Self::prefill_pace_s), and this only until the
+    /// first successful streamed answer.
     pub ttft_s: f64,
     /// Prompt tokens of the streamed requests this balancer has in flight
     /// there that have not had their first byte yet.
@@ -87,15 +88,22 @@ impl LoadView {
     ///   tokens: the prompts this balancer has sent there that have not had
     ///   their first byte yet ([`pending_prefill_tokens`](Self::pending_prefill_tokens)),
     ///   its own prompt, and the engine's fixed cost of a step, counted as
-    ///   [`STEP_TOKENS`] and growing by one per [`QUEUE_DOUBLING`] requests
-    ///   in flight (a continuous-batching engine decodes them all in each
-    ///   step);
+    ///   [`STEP_TOKENS`] and growing by one more step per [`QUEUE_DOUBLING`]
+    ///   requests in flight (a continuous-batching engine decodes them all
+    ///   in each step);
     /// - `pace` ([`prefill_pace_s`](Self::prefill_pace_s)) is the endpoint's
-    ///   learned seconds per work token: each streamed first token divides
-    ///   its time by the work that request found. Before the first one,
-    ///   the peak time to first byte ([`ttft_s`](Self::ttft_s), of whole
-    ///   non-streamed answers then) stands in for one step's work, and
-    ///   before any answer [`DEFAULT_TTFT_S`] does.
+    ///   learned seconds per work token: each successful streamed first
+    ///   token divides its time by the work that request found. Before the
+    ///   first one, the peak time to first byte ([`ttft_s`](Self::ttft_s))
+    ///   stands in for one step's work, and before any answer
+    ///   [`DEFAULT_TTFT_S`] does.
+    ///
+    /// Non-streamed requests are seen only through the requests in flight
+    /// and that fallback: their first byte comes with the whole answer, so
+    /// it measures decoding too and is no pace sample, and their prompts
+    /// are not counted as pending prefill. An endpoint whose only answers so
+    /// far were non-streamed is priced by its whole-answer time, which
+    /// keeps it out of streamed traffic until that estimate decays.
     ///
     /// Both terms are fresh: pending prefill moves with every request sent
     /// and every first byte, so a slow endpoint that looks idle stops

@@ -136,7 +136,10 @@ impl Service<Request<BufferedBody>> for Endpoint {
                     let now = Instant::now();
                     guard.ok = !res.status().is_server_error();
                     if let Some(d) = guard.prefill.take() {
-                        state.first_byte(d, now - guard.start, guard.ok, now);
+                        // Only a successful stream's first token measures
+                        // prefill: an error or rejection comes back at once.
+                        let measures = res.status().is_success();
+                        state.first_byte(d, now - guard.start, measures, now);
                     }
                     let (mut parts, body) = res.into_parts();
                     parts.extensions.insert(ServedBy(state.id().clone()));
