@@ -6,9 +6,9 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
-/// Largest response head accepted.
+/// Largest head (request or response) accepted.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Most response header fields accepted.
+/// Most header fields accepted in a head.
 const MAX_HEADERS: usize = 100;
 /// Longest chunk-size or trailer line accepted.
 const MAX_LINE_BYTES: usize = 4096;
@@ -90,7 +90,24 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[at..]);
 }
 
-/// How the response body is delimited.
+/// Writes the size line of a chunk of `len` bytes (`{len:x}\r\n`).
+pub fn encode_chunk_size(len: usize, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    let mut n = len;
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
     /// No body (HEAD, 204, 304).
@@ -453,6 +470,11 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Req
             Some(n) => Framing::Length(n),
         }
     };
+    // RFC 9112 §3.2: two Hosts leave the target ambiguous. (A missing one
+    // is tolerated: llmgate does not route on it or forward it.)
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Err(reject(StatusCode::BAD_REQUEST, "more than one host header"));
+    }
     let expects_continue = match headers.get(header::EXPECT) {
         None => false,
         Some(v) if v.as_bytes().eq_ignore_ascii_case(b"100-continue") => {
@@ -555,7 +577,7 @@ pub enum Step {
     Done,
 }
 
-/// Incremental body decoder for one response.
+/// Incremental body decoder for one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoder {
     /// This many bytes left.
@@ -1443,5 +1465,32 @@ mod tests {
         assert_eq!(back.headers["x-a"], "1");
         assert_eq!(back.headers["date"].as_bytes(), DATE);
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn chunk_size_lines_are_lowercase_hex() {
+        for (len, line) in [
+            (0, "0\r\n"),
+            (9, "9\r\n"),
+            (10, "a\r\n"),
+            (255, "ff\r\n"),
+            (4096, "1000\r\n"),
+        ] {
+            let mut out = Vec::new();
+            encode_chunk_size(len, &mut out);
+            assert_eq!(out, line.as_bytes(), "{len}");
+        }
+        let mut out = Vec::new();
+        encode_chunk_size(usize::MAX, &mut out);
+        assert_eq!(out, format!("{:x}\r\n", usize::MAX).as_bytes());
+    }
+
+    #[test]
+    fn two_host_headers_are_400_and_none_is_tolerated() {
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n"[..]);
+        let e = parse_request_head(&mut buf).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\n\r\n"[..]);
+        assert!(parse_request_head(&mut buf).unwrap().is_some());
     }
 }

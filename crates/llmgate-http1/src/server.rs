@@ -58,8 +58,9 @@ const COPY_BODY_BYTES: usize = 16 * 1024;
 /// Response data up to this size is copied next to its framing and written
 /// in one call; larger pieces are written as they are.
 const COALESCE_BYTES: usize = 4096;
-/// A write buffer that grew past this is not kept between responses.
-const MAX_KEPT_WRITE_BUFFER: usize = 16 * 1024;
+/// Answer bytes gathered before they are written even though the body has
+/// more ready.
+const MAX_GATHERED_BYTES: usize = 64 * 1024;
 /// Pipelined bytes read ahead while a response is pending; past this the
 /// socket is not read until the response is done.
 const MAX_READ_AHEAD: usize = 64 * 1024;
@@ -226,6 +227,15 @@ where
 
     /// Reads the next request, head and body.
     async fn next_request(&mut self) -> Next {
+        // Line ends a client sent after its last request (RFC 9112 §2.2
+        // lets a server skip them) do not start a new one: the connection
+        // is idle, not waiting for the rest of a request.
+        let blank = self
+            .rbuf
+            .iter()
+            .take_while(|b| matches!(b, b'\r' | b'\n'))
+            .count();
+        self.rbuf.advance(blank);
         if self.rbuf.is_empty() {
             if *self.stop.borrow() {
                 return Next::Close;
@@ -376,12 +386,20 @@ where
         B2: Body<Data = Bytes>,
         B2::Error: Into<BoxError>,
     {
+        if res.status().is_informational() {
+            // An interim answer is no answer: the client would wait for a
+            // final one forever.
+            tracing::warn!(status = %res.status(), "service answered with an interim status");
+            let res = codec_error_response(&internal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error: the service gave no final answer",
+            ));
+            return Box::pin(self.write_response(res, exchange)).await;
+        }
         let (parts, body) = res.into_parts();
         let status = parts.status;
         let mut keep = exchange.keep_alive && !*self.stop.borrow() && !asks_close(&parts.headers);
-        let bodiless = status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
+        let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
         let declared = parts
             .headers
             .get(header::CONTENT_LENGTH)
@@ -421,7 +439,9 @@ where
             &mut self.wbuf,
         );
         if exchange.head_only || framing == Framing::Empty {
-            return self.flush().await && keep;
+            let flushed = self.flush().await;
+            self.wbuf = Vec::new();
+            return flushed && keep;
         }
         let mut body = pin!(body);
         let mut sent: u64 = 0;
@@ -429,11 +449,21 @@ where
             // Take what the body has ready; flush before waiting for more,
             // so a stream's chunks reach the client as they come.
             let frame = match poll_now(body.as_mut()) {
-                Some(frame) => frame,
+                // A body that is always ready still reaches the client in
+                // bounded pieces.
+                Some(frame) if self.wbuf.len() < MAX_GATHERED_BYTES => frame,
+                Some(frame) => {
+                    if !self.flush().await {
+                        return false;
+                    }
+                    frame
+                }
                 None => {
                     if !self.flush().await {
                         return false;
                     }
+                    // A stream waits for its next chunk holding no buffer.
+                    self.wbuf = Vec::new();
                     tokio::select! {
                         f = body.frame() => f,
                         _ = client_gone(&mut self.io, &mut self.rbuf, self.config.read_size) => return false,
@@ -464,8 +494,7 @@ where
                 }
             }
             if framing == Framing::Chunked {
-                use std::io::Write;
-                let _ = write!(self.wbuf, "{:x}\r\n", data.len());
+                codec::encode_chunk_size(data.len(), &mut self.wbuf);
             }
             if data.len() <= COALESCE_BYTES {
                 self.wbuf.extend_from_slice(&data);
@@ -486,9 +515,8 @@ where
             _ => {}
         }
         let flushed = self.flush().await;
-        if self.wbuf.capacity() > MAX_KEPT_WRITE_BUFFER {
-            self.wbuf = Vec::new();
-        }
+        // The connection now waits for its next request: no buffer kept.
+        self.wbuf = Vec::new();
         flushed && keep
     }
 

@@ -1353,3 +1353,91 @@ async fn shutdown_closes_idle_connections_at_once_and_finishes_requests_in_fligh
     busy.expect_eof().await;
     within("serve returning", &mut server.task).await.unwrap();
 }
+
+// ---------------------------------------------------------------------
+// Review follow-ups
+// ---------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn line_ends_after_a_request_leave_the_connection_idle_not_half_read() {
+    let server = start(config(), app_service()).await;
+    let mut c = server.client().await;
+    // A client that ends its request with an extra CRLF.
+    assert_eq!(c.exchange("GET /1 HTTP/1.1\r\n\r\n\r\n").await.status, 200);
+    let idle_since = Instant::now();
+    // Closed quietly by the idle timeout, with no 408 for a request that
+    // was never begun.
+    c.expect_eof().await;
+    assert!(
+        idle_since.elapsed() >= IDLE_TIMEOUT,
+        "{:?}",
+        idle_since.elapsed()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_interim_status_from_the_service_becomes_a_500() {
+    let server = start(
+        config(),
+        service_fn(|_req: Request<RequestBody>| async {
+            let mut res = Response::new(full(""));
+            *res.status_mut() = StatusCode::from_u16(103).unwrap();
+            Ok::<_, BoxError>(res)
+        }),
+    )
+    .await;
+    let mut c = server.client().await;
+    let a = c.exchange("GET / HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    assert_eq!(a.status, 500, "{}", a.masked_head());
+    assert!(a.text().contains("no final answer"), "{}", a.text());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn two_host_headers_are_a_400() {
+    let (service, calls) = counted_app();
+    let server = start(config(), service).await;
+    let mut c = server.client().await;
+    let a = c
+        .exchange("GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n")
+        .await;
+    assert_eq!(a.status, 400);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    server.stop().await;
+}
+
+/// A body that always has another kilobyte ready and never ends.
+struct Endless;
+
+impl Body for Endless {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&[b'x'; 1024])))))
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_is_always_ready_still_reaches_the_client_in_pieces() {
+    let server = start(
+        config(),
+        service_fn(|_req: Request<RequestBody>| async {
+            Ok::<_, BoxError>(Response::new(Endless))
+        }),
+    )
+    .await;
+    let mut c = server.client().await;
+    c.send("GET / HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    // Were every ready piece gathered until the body paused, nothing would
+    // ever be written.
+    let got = c.take(256 * 1024).await;
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert!(got.windows(4).any(|w| w == b"xxxx"));
+    drop(c);
+    server.stop().await;
+}
