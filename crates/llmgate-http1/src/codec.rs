@@ -582,8 +582,15 @@ pub enum Step {
 pub enum Decoder {
     /// This many bytes left.
     Length(u64),
-    /// Chunked, in this state.
-    Chunked(Chunk),
+    /// Chunked, in this state. `strict`: line ends must be CRLF and a
+    /// chunk size bare hex digits (request bodies, see
+    /// [`Decoder::for_request`]).
+    Chunked {
+        /// Where in the chunked framing the decoder is.
+        state: Chunk,
+        /// Whether the framing is read strictly.
+        strict: bool,
+    },
     /// Everything until end of stream.
     UntilClose,
     /// Finished.
@@ -609,8 +616,27 @@ impl Decoder {
         match framing {
             Framing::Empty | Framing::Length(0) => Decoder::Done,
             Framing::Length(n) => Decoder::Length(n),
-            Framing::Chunked => Decoder::Chunked(Chunk::Size),
+            Framing::Chunked => Decoder::Chunked {
+                state: Chunk::Size,
+                strict: false,
+            },
             Framing::UntilClose => Decoder::UntilClose,
+        }
+    }
+
+    /// A decoder for a request body: like [`new`](Self::new), but chunked
+    /// framing is read strictly (CRLF line ends, a chunk size of bare hex
+    /// digits). A server that reads a lenient framing where a proxy in
+    /// front of it reads a strict one (or the other way round) can be made
+    /// to disagree with it on where a request ends, which is how requests
+    /// are smuggled.
+    pub fn for_request(framing: Framing) -> Decoder {
+        match Decoder::new(framing) {
+            Decoder::Chunked { state, .. } => Decoder::Chunked {
+                state,
+                strict: true,
+            },
+            other => other,
         }
     }
 
@@ -646,12 +672,12 @@ impl Decoder {
                     }
                     return Ok(Step::Data(buf.split().freeze()));
                 }
-                Decoder::Chunked(state) => match *state {
+                Decoder::Chunked { state, strict } => match *state {
                     Chunk::Size => {
-                        let Some(line) = take_line(buf)? else {
+                        let Some(line) = take_line(buf, *strict)? else {
                             return Ok(Step::NeedMore);
                         };
-                        let size = chunk_size(&line)?;
+                        let size = chunk_size(&line, *strict)?;
                         *state = if size == 0 {
                             Chunk::Trailers
                         } else {
@@ -673,7 +699,7 @@ impl Decoder {
                     }
                     Chunk::DataEnd => match buf.first() {
                         None => return Ok(Step::NeedMore),
-                        Some(b'\n') => {
+                        Some(b'\n') if !*strict => {
                             buf.advance(1);
                             *state = Chunk::Size;
                         }
@@ -685,7 +711,7 @@ impl Decoder {
                         Some(_) => return Err(bad("chunk data not followed by CRLF")),
                     },
                     Chunk::Trailers => {
-                        let Some(line) = take_line(buf)? else {
+                        let Some(line) = take_line(buf, *strict)? else {
                             return Ok(Step::NeedMore);
                         };
                         // Trailer fields are not relayed; an empty line ends
@@ -700,15 +726,17 @@ impl Decoder {
     }
 }
 
-/// Removes one line (without its CRLF or LF) from the front of `buf`.
-fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, ProtocolError> {
+/// Removes one line (without its CRLF, or a bare LF unless `strict`) from
+/// the front of `buf`.
+fn take_line(buf: &mut BytesMut, strict: bool) -> Result<Option<BytesMut>, ProtocolError> {
     match buf.iter().position(|b| *b == b'\n') {
         Some(i) => {
-            let mut line = buf.split_to(i + 1);
-            line.truncate(i);
-            if line.last() == Some(&b'\r') {
-                line.truncate(i - 1);
+            let crlf = i > 0 && buf[i - 1] == b'\r';
+            if strict && !crlf {
+                return Err(bad("chunked line ended by a bare LF"));
             }
+            let mut line = buf.split_to(i + 1);
+            line.truncate(if crlf { i - 1 } else { i });
             Ok(Some(line))
         }
         None if buf.len() > MAX_LINE_BYTES => Err(bad("chunk-size or trailer line too long")),
@@ -716,13 +744,28 @@ fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, ProtocolError> {
     }
 }
 
-fn chunk_size(line: &[u8]) -> Result<u64, ProtocolError> {
+fn chunk_size(line: &[u8], strict: bool) -> Result<u64, ProtocolError> {
     // Chunk extensions (`;name=value`) are allowed and ignored.
-    let hex = line
-        .split(|b| *b == b';')
-        .next()
-        .unwrap_or(&[])
-        .trim_ascii();
+    let before_ext = line.split(|b| *b == b';').next().unwrap_or(&[]);
+    let hex = if strict {
+        // Hex digits from the line's start; only whitespace before an
+        // extension may follow them (RFC 9112 §7.1.1).
+        let digits = before_ext
+            .iter()
+            .take_while(|b| b.is_ascii_hexdigit())
+            .count();
+        let rest = &before_ext[digits..];
+        let ext_follows = before_ext.len() < line.len();
+        if !(rest.is_empty() || ext_follows && rest.iter().all(|b| matches!(b, b' ' | b'\t'))) {
+            return Err(bad(format!(
+                "chunk size {:?}",
+                String::from_utf8_lossy(line)
+            )));
+        }
+        &before_ext[..digits]
+    } else {
+        before_ext.trim_ascii()
+    };
     if hex.is_empty() || hex.len() > 16 {
         return Err(bad(format!(
             "chunk size {:?}",
@@ -1492,5 +1535,44 @@ mod tests {
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\n\r\n"[..]);
         assert!(parse_request_head(&mut buf).unwrap().is_some());
+    }
+
+    #[test]
+    fn request_bodies_read_chunked_framing_strictly() {
+        let decode = |wire: &[u8]| {
+            let mut d = Decoder::for_request(Framing::Chunked);
+            let mut buf = BytesMut::from(wire);
+            let mut out = Vec::new();
+            loop {
+                match d.decode(&mut buf)? {
+                    Step::Data(b) => out.extend_from_slice(&b),
+                    Step::Done => return Ok(out),
+                    Step::NeedMore => return Err(bad("truncated")),
+                }
+            }
+        };
+        assert_eq!(decode(b"2\r\nhi\r\n0\r\n\r\n").unwrap(), b"hi");
+        assert_eq!(
+            decode(b"2 ;ext=1\r\nhi\r\n0\r\nx-trailer: 1\r\n\r\n").unwrap(),
+            b"hi"
+        );
+        for wire in [
+            &b"2\nhi\r\n0\r\n\r\n"[..],
+            b"2\r\nhi\n0\r\n\r\n",
+            b"2\r\nhi\r\n0\r\n\n",
+            b" 2\r\nhi\r\n0\r\n\r\n",
+            b"2 \r\nhi\r\n0\r\n\r\n",
+            b"+2\r\nhi\r\n0\r\n\r\n",
+            b"0x2\r\nhi\r\n0\r\n\r\n",
+        ] {
+            assert!(decode(wire).is_err(), "{:?}", String::from_utf8_lossy(wire));
+        }
+        // The response side stays lenient: replicas' bare LFs are read.
+        let mut d = Decoder::new(Framing::Chunked);
+        let mut buf = BytesMut::from(&b" 2 \nhi\n0\n\n"[..]);
+        assert_eq!(
+            d.decode(&mut buf).unwrap(),
+            Step::Data(Bytes::from_static(b"hi"))
+        );
     }
 }

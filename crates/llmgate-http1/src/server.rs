@@ -353,7 +353,7 @@ where
                 if head.expects_continue && self.rbuf.is_empty() {
                     self.send_continue().await;
                 }
-                let mut decoder = Decoder::new(Framing::Chunked);
+                let mut decoder = Decoder::for_request(Framing::Chunked);
                 let mut body = BytesMut::new();
                 loop {
                     match decoder.decode(&mut self.rbuf) {
