@@ -93,6 +93,8 @@ async fn list(State(a): State<Admin>, headers: HeaderMap) -> Response {
                 "load_cost": r.load.cost(),
                 "latency_ewma_s": r.load.latency_s,
                 "ttft_ewma_s": r.load.ttft_s,
+                "pending_prefill_tokens": r.load.pending_prefill_tokens,
+                "prefill_pace_s_per_token": r.load.prefill_pace_s,
                 "error_rate": r.load.error_rate,
                 "engine": r.load.engine.map(|e| serde_json::json!({"running": e.running, "waiting": e.waiting, "kv_cache_usage": e.kv_cache_usage})),
                 "gpu": r.load.gpu.map(|g| serde_json::json!({"utilization_pct": g.max_utilization_pct, "memory_fraction": g.max_memory_fraction, "temperature_c": g.max_temperature_c})),

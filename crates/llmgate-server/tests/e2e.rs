@@ -90,7 +90,16 @@ async fn completions_stream_models_errors_and_admin() {
         .unwrap();
     let v: serde_json::Value =
         serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
-    assert_eq!(v["replicas"].as_array().unwrap().len(), 3);
+    let rows = v["replicas"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    // Nothing in flight: no prompt waits for its first token anywhere; the
+    // streamed completion above taught its replica a prefill pace.
+    assert!(rows.iter().all(|r| r["pending_prefill_tokens"] == 0), "{v}");
+    assert!(
+        rows.iter()
+            .any(|r| r["prefill_pace_s_per_token"].as_f64().unwrap() > 0.0),
+        "{v}"
+    );
     let req = http::Request::put(format!("{admin}/admin/strategy"))
         .body(Full::new(Bytes::from(r#"{"strategy":"round_robin"}"#)))
         .unwrap();
