@@ -17,7 +17,7 @@ use tower::{BoxError, Layer, Service};
 
 use crate::headers::{X_PRIORITY, X_REQUEST_TIMEOUT, X_SESSION_ID};
 use crate::meta::DEFAULT_REQUEST_TIMEOUT;
-use crate::parse::parse_body;
+use crate::parse::{parse_body, ParsedBody};
 use crate::prefix::DEFAULT_BLOCK_CHARS;
 use crate::{
     CharsPerToken, ClientKey, EndpointKind, MetaError, Priority, RequestMeta, TokenEstimator,
@@ -347,37 +347,26 @@ fn build_meta(
         .and_then(|v| v.to_str().ok())
         .filter(|s| !s.is_empty())
         .map(Arc::<str>::from);
+    // Paths outside the OpenAI routes carry no body llmgate reads.
+    let parsed = if kind != EndpointKind::Other {
+        parse_body(kind, body, config.estimator.as_ref(), config.block_chars)?
+    } else {
+        ParsedBody::default()
+    };
     // Built whole rather than from `RequestMeta::new`, whose anonymous
     // client key and empty prefix list are allocations overwritten here.
-    let meta = if kind != EndpointKind::Other {
-        let parsed = parse_body(kind, body, config.estimator.as_ref(), config.block_chars)?;
-        RequestMeta {
-            kind,
-            model: parsed.model.map(Arc::from),
-            stream: parsed.stream,
-            max_tokens: parsed.max_tokens,
-            prompt_tokens: parsed.prompt_tokens,
-            prefix_hashes: Arc::from(parsed.prefix_hashes),
-            priority,
-            client,
-            session: header_session.or(parsed.user.map(Arc::from)),
-            arrival,
-            deadline: arrival + timeout,
-        }
-    } else {
-        RequestMeta {
-            kind,
-            model: None,
-            stream: false,
-            max_tokens: None,
-            prompt_tokens: 0,
-            prefix_hashes: Arc::from(Vec::new()),
-            priority,
-            client,
-            session: header_session,
-            arrival,
-            deadline: arrival + timeout,
-        }
+    let meta = RequestMeta {
+        kind,
+        model: parsed.model.map(Arc::from),
+        stream: parsed.stream,
+        max_tokens: parsed.max_tokens,
+        prompt_tokens: parsed.prompt_tokens,
+        prefix_hashes: Arc::from(parsed.prefix_hashes),
+        priority,
+        client,
+        session: header_session.or(parsed.user.map(Arc::from)),
+        arrival,
+        deadline: arrival + timeout,
     };
     Ok(meta)
 }

@@ -32,6 +32,23 @@ fn skipped_request_header(name: &HeaderName) -> bool {
         || name.as_str() == "proxy-connection"
 }
 
+/// Writes `name: value` and its CRLF.
+fn encode_field(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes every field of `headers` that `skip` does not exclude.
+fn encode_fields(headers: &HeaderMap, skip: fn(&HeaderName) -> bool, out: &mut Vec<u8>) {
+    for (name, value) in headers {
+        if !skip(name) {
+            encode_field(name.as_str().as_bytes(), value.as_bytes(), out);
+        }
+    }
+}
+
 /// Writes a request head into `out`: `path_prefix` (the replica URL's path,
 /// no trailing slash) joined with the request's path and query, `Host` set
 /// to `authority`, a `content-length` for `body_len` unless the method
@@ -53,15 +70,7 @@ pub fn encode_request_head(
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(authority.as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        if skipped_request_header(name) {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    encode_fields(headers, skipped_request_header, out);
     let bodiless = matches!(
         *method,
         Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS
@@ -274,7 +283,7 @@ fn framing(
 
 /// The `Content-Length` of a head: `None` when absent; an error when it is
 /// not a number or its values disagree.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProtocolError> {
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProtocolError> {
     let mut length: Option<u64> = None;
     for v in headers.get_all(header::CONTENT_LENGTH) {
         for part in v.as_bytes().split(|b| *b == b',') {
@@ -319,7 +328,7 @@ fn final_transfer_coding(headers: &HeaderMap) -> Option<&[u8]> {
         .rfind(|c| !c.is_empty())
 }
 
-fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
+pub(crate) fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
     let mut close = false;
     let mut keep = false;
     for v in headers.get_all(header::CONNECTION) {
@@ -535,19 +544,9 @@ pub fn encode_response_head(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for (name, value) in headers {
-        if skipped_response_header(name) {
-            continue;
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    encode_fields(headers, skipped_response_header, out);
     if let Some(date) = date {
-        out.extend_from_slice(b"date: ");
-        out.extend_from_slice(date);
-        out.extend_from_slice(b"\r\n");
+        encode_field(b"date", date, out);
     }
     match framing {
         Framing::Length(n) => {

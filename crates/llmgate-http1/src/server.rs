@@ -192,9 +192,11 @@ where
                 Next::Close => return,
                 Next::Reject(e) => return self.reject(e).await,
             };
-            if let Err(e) = std::future::poll_fn(|cx| self.service.poll_ready(cx)).await {
-                let e: BoxError = e.into();
-                tracing::warn!(error = %e, "service not ready");
+            let ready = std::future::poll_fn(|cx| self.service.poll_ready(cx)).await;
+            if ready
+                .map_err(|e| log_failure("service not ready", e.into()))
+                .is_err()
+            {
                 return self
                     .reject(internal(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -211,7 +213,7 @@ where
             let keep = match answered.map_err(|e| log_failure("service failed", e.into())) {
                 Ok(res) => self.write_response(res, exchange).await,
                 Err(()) => {
-                    let res = codec_error_response(&internal(
+                    let res = llmgate_core::error_response(&internal(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         "internal error",
                     ));
@@ -390,7 +392,7 @@ where
             // An interim answer is no answer: the client would wait for a
             // final one forever.
             tracing::warn!(status = %res.status(), "service answered with an interim status");
-            let res = codec_error_response(&internal(
+            let res = llmgate_core::error_response(&internal(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal error: the service gave no final answer",
             ));
@@ -398,13 +400,14 @@ where
         }
         let (parts, body) = res.into_parts();
         let status = parts.status;
-        let mut keep = exchange.keep_alive && !*self.stop.borrow() && !asks_close(&parts.headers);
+        // The service's own `Connection: close` ends the connection too.
+        let mut keep = exchange.keep_alive
+            && !*self.stop.borrow()
+            && codec::keep_alive(&parts.headers, Version::HTTP_11);
         let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
-        let declared = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+        // A malformed length from the service frames nothing: the body's
+        // own size (or chunking) decides.
+        let declared = codec::content_length(&parts.headers).ok().flatten();
         let framing = if bodiless {
             Framing::Empty
         } else if let Some(n) = if exchange.head_only {
@@ -539,7 +542,7 @@ where
     /// the answer rather than a reset.
     async fn reject(mut self, e: RequestError) {
         tracing::debug!(status = %e.status, error = %e.message, "request rejected");
-        let res = codec_error_response(&e);
+        let res = llmgate_core::error_response(&e);
         let exchange = Exchange {
             version: Version::HTTP_11,
             keep_alive: false,
@@ -565,15 +568,6 @@ where
 
 fn log_failure(what: &str, e: BoxError) {
     tracing::warn!(error = %e, "{what}");
-}
-
-/// Whether a response's own `Connection` header asks to close.
-fn asks_close(headers: &http::HeaderMap) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-    })
 }
 
 /// What polling a body yields when it is ready.
@@ -639,8 +633,4 @@ impl ErrorResponse for RequestError {
             _ => "internal_error",
         }
     }
-}
-
-fn codec_error_response(e: &RequestError) -> Response<Full<Bytes>> {
-    llmgate_core::error_response(e)
 }
