@@ -64,5 +64,6 @@ pub mod codec;
 mod date;
 pub mod io;
 mod server;
+mod threads;
 
 pub use server::{serve, RequestBody, ServerConfig};

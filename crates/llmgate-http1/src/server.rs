@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -20,6 +21,7 @@ use tower::{BoxError, Service};
 
 use crate::codec::{self, Decoder, Framing, Persistence, RequestError, RequestHead, Step};
 use crate::io::fill;
+use crate::threads::IoThreads;
 
 /// The body of a request handed to the service: read whole before the
 /// call (an LLM request is parsed whole before it can be routed anyway).
@@ -39,6 +41,12 @@ pub struct ServerConfig {
     pub idle_timeout: Option<Duration>,
     /// Bytes reserved per read.
     pub read_size: usize,
+    /// Dedicated I/O threads, each a single-threaded runtime, that carry
+    /// the connections: each connection stays on the thread with the
+    /// fewest when it was accepted. `None` runs them on the caller's
+    /// runtime. Connections on these threads run on real time even when
+    /// the caller's clock is paused.
+    pub io_threads: Option<NonZeroUsize>,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +56,7 @@ impl Default for ServerConfig {
             request_read_timeout: Duration::from_secs(30),
             idle_timeout: Some(Duration::from_secs(300)),
             read_size: 4096,
+            io_threads: None,
         }
     }
 }
@@ -75,7 +84,9 @@ const LINGER: Duration = Duration::from_secs(1);
 /// closed. `make_service` builds the service for each accepted connection
 /// from its peer address.
 ///
-/// Each connection is one task that parses requests, calls the service,
+/// Each connection is one task (on the caller's runtime, or on one of the
+/// dedicated threads of [`ServerConfig::io_threads`]) that parses
+/// requests, calls the service,
 /// and writes the answer, streaming the body chunk by chunk as it comes
 /// (chunked transfer coding when its length is unknown). A read buffer
 /// exists only while bytes wait in it, so an open stream or an idle
@@ -96,6 +107,15 @@ pub async fn serve<M, S, B, F>(
     B::Error: Into<BoxError> + Send,
     F: Future<Output = ()>,
 {
+    let threads = match config.io_threads.map(IoThreads::start) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            // Still served, only on the caller's runtime.
+            tracing::warn!(error = %e, "could not start I/O threads");
+            None
+        }
+    };
     let config = Arc::new(config);
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every connection holds a sender; `recv` yields `None` once all are gone.
@@ -120,19 +140,28 @@ pub async fn serve<M, S, B, F>(
         };
         // Streamed tokens go out as they come, not held back by Nagle.
         let _ = io.set_nodelay(true);
-        let conn = Connection {
-            io,
-            rbuf: BytesMut::new(),
-            wbuf: Vec::new(),
-            service: make_service(peer),
-            config: config.clone(),
-            stop: stop_rx.clone(),
-        };
+        let service = make_service(peer);
+        let config = config.clone();
+        let stop = stop_rx.clone();
         let alive = alive_tx.clone();
-        tokio::spawn(async move {
+        let run = move |io| async move {
+            let conn = Connection {
+                io,
+                rbuf: BytesMut::new(),
+                wbuf: Vec::new(),
+                service,
+                config,
+                stop,
+            };
             conn.run().await;
             drop(alive);
-        });
+        };
+        match &threads {
+            Some(t) => t.spawn(io, run),
+            None => {
+                tokio::spawn(run(io));
+            }
+        }
     }
     drop(listener);
     let _ = stop_tx.send(true);

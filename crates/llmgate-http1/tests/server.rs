@@ -1441,3 +1441,87 @@ async fn a_body_that_is_always_ready_still_reaches_the_client_in_pieces() {
     drop(c);
     server.stop().await;
 }
+
+// ---------------------------------------------------------------------
+// Dedicated I/O threads
+// ---------------------------------------------------------------------
+
+/// Answers with the name of the thread that runs the service's future.
+fn thread_name_service() -> impl TestService<Full<Bytes>> {
+    service_fn(|_req: Request<RequestBody>| async move {
+        let name = std::thread::current().name().unwrap_or("").to_string();
+        Ok::<_, BoxError>(Response::new(full(name)))
+    })
+}
+
+#[tokio::test]
+async fn io_threads_carry_each_connection_on_one_thread_of_their_own() {
+    let server = start(
+        ServerConfig {
+            io_threads: std::num::NonZeroUsize::new(2),
+            ..config()
+        },
+        thread_name_service(),
+    )
+    .await;
+    let mut seen = Vec::new();
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let mut c = server.client().await;
+        let first = c
+            .exchange("GET /a HTTP/1.1\r\n\r\n")
+            .await
+            .text()
+            .to_string();
+        assert!(first.starts_with("llmgate-io-"), "{first:?}");
+        for _ in 0..3 {
+            let again = c
+                .exchange("GET /b HTTP/1.1\r\n\r\n")
+                .await
+                .text()
+                .to_string();
+            assert_eq!(again, first, "a connection moved between threads");
+        }
+        seen.push(first);
+        // Held open so the next connection goes to the emptier thread.
+        open.push(c);
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "llmgate-io-0",
+            "llmgate-io-0",
+            "llmgate-io-1",
+            "llmgate-io-1"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn io_threads_finish_requests_in_flight_on_shutdown() {
+    let (service, mut calls) = gated();
+    let mut server = start(
+        ServerConfig {
+            io_threads: std::num::NonZeroUsize::new(2),
+            ..config()
+        },
+        service,
+    )
+    .await;
+    let mut busy = server.client().await;
+    busy.send("GET /busy HTTP/1.1\r\n\r\n").await;
+    let call = next(&mut calls).await;
+    server.begin_shutdown();
+    tokio::task::yield_now().await;
+    assert!(
+        !server.task.is_finished(),
+        "serve returned with a request in flight"
+    );
+    call.respond.send(Response::new(full("last"))).unwrap();
+    let a = busy.answer().await;
+    assert_eq!(a.header("connection"), Some("close"));
+    assert_eq!(a.text(), "last");
+    busy.expect_eof().await;
+    within("serve returning", &mut server.task).await.unwrap();
+}

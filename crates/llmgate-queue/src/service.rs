@@ -171,15 +171,16 @@ where
     /// waker, so the queued path wakes the worker, whose own `poll_ready`
     /// registers for readiness).
     fn try_direct(&self, req: Req, priority: Priority) -> Result<ResponseFuture<S::Future>, Req> {
+        // Waiting for the lock is shorter than a trip through the worker:
+        // whoever holds it only polls and calls the inner service. The
+        // queue is checked once it is held, in the worker's lock order.
+        let mut inner = self.inner.lock();
         {
             let g = self.shared.locked.lock();
             if !g.queue.is_empty() || g.closed.is_some() {
                 return Err(req);
             }
         }
-        let Some(mut inner) = self.inner.try_lock() else {
-            return Err(req);
-        };
         let mut cx = Context::from_waker(Waker::noop());
         match inner.poll_ready(&mut cx) {
             Poll::Ready(Ok(())) => {

@@ -152,6 +152,9 @@ impl ConfigError {
 // Defaults (functions for serde's `default = "..."`)
 // ---------------------------------------------------------------------------
 
+/// More I/O threads than this is a typo, not a machine.
+const MAX_IO_THREADS: usize = 1024;
+
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("built-in default address")
 }
@@ -211,6 +214,10 @@ pub struct ServerConfig {
     /// A client connection with no request for this long is closed (0: kept
     /// until the client closes it).
     pub idle_timeout_secs: u64,
+    /// Threads that carry client connections, each a single-threaded
+    /// runtime; a connection stays on one for its whole life (0: one per
+    /// CPU core).
+    pub io_threads: usize,
     /// A TOML file of `[[replicas]]` tables, watched for changes every
     /// `replicas_watch_secs`: added replicas join, removed ones are drained
     /// (within `drain_timeout_secs`), changed ones are replaced without
@@ -231,6 +238,7 @@ impl Default for ServerConfig {
             max_body_bytes: 8 * 1024 * 1024,
             request_timeout_secs: 300,
             idle_timeout_secs: 300,
+            io_threads: 0,
             replicas_file: None,
             replicas_watch_secs: 2,
         }
@@ -248,6 +256,7 @@ impl fmt::Debug for ServerConfig {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout_secs", &self.request_timeout_secs)
             .field("idle_timeout_secs", &self.idle_timeout_secs)
+            .field("io_threads", &self.io_threads)
             .field("replicas_file", &self.replicas_file)
             .field("replicas_watch_secs", &self.replicas_watch_secs)
             .finish()
@@ -266,6 +275,12 @@ impl ServerConfig {
     /// `idle_timeout_secs` as a duration; `None` when 0.
     pub fn idle_timeout(&self) -> Option<Duration> {
         (self.idle_timeout_secs > 0).then(|| Duration::from_secs(self.idle_timeout_secs))
+    }
+    /// `io_threads`, with 0 resolved to the number of CPU cores.
+    pub fn io_threads(&self) -> std::num::NonZeroUsize {
+        std::num::NonZeroUsize::new(self.io_threads).unwrap_or_else(|| {
+            std::thread::available_parallelism().unwrap_or(std::num::NonZeroUsize::MIN)
+        })
     }
 }
 
@@ -837,6 +852,15 @@ impl Config {
         }
         positive("server.max_body_bytes", s.max_body_bytes as u64)?;
         positive("server.request_timeout_secs", s.request_timeout_secs)?;
+        if s.io_threads > MAX_IO_THREADS {
+            return Err(ConfigError::invalid(
+                "server.io_threads",
+                format!(
+                    "{} is more than {MAX_IO_THREADS}; use about one per CPU core (0: one per core)",
+                    s.io_threads
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -1440,6 +1464,7 @@ drain_timeout_secs = 12
 max_body_bytes = 1048576
 request_timeout_secs = 100
 idle_timeout_secs = 0
+io_threads = 3
 
 [routing]
 strategy = "least-loaded"
@@ -1538,6 +1563,7 @@ priority = 4
         assert_eq!(c.server.admin_token.as_deref(), Some("s3cret-token"));
         assert_eq!(c.server.max_body_bytes, 1 << 20);
         assert_eq!(c.server.idle_timeout(), None, "0 keeps connections");
+        assert_eq!(c.server.io_threads().get(), 3);
         assert_eq!(c.routing.strategy_name(), "least_loaded");
         assert!(c.routing.enable_gpu_aware);
         assert_eq!(c.routing.gpu_max_utilization_pct, 90.0);
@@ -1668,6 +1694,15 @@ priority = 4
         std::fs::write(&file, "[health]\ninterval_secs = 3\n").unwrap();
         assert_eq!(Config::load(Some(&file)).unwrap().health.interval_secs, 3);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn io_threads_default_to_the_cores_and_have_a_ceiling() {
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(Config::default().server.io_threads().get(), cores);
+        let e = invalid("[server]\nio_threads = 5000\n");
+        assert_eq!(e.key(), Some("server.io_threads"));
+        assert!(e.to_string().contains("5000 is more than 1024"), "{e}");
     }
 
     #[test]

@@ -206,6 +206,7 @@ pub async fn start(config: Config, install_metrics: bool) -> Result<Running, Str
     let server_config = llmgate_http1::ServerConfig {
         max_body_bytes: config.server.max_body_bytes,
         idle_timeout: config.server.idle_timeout(),
+        io_threads: Some(config.server.io_threads()),
         ..llmgate_http1::ServerConfig::default()
     };
     let admin = crate::admin::router(fleet.clone(), queue, config.server.admin_token.clone())

@@ -19,7 +19,8 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// An idle connection older than this is closed instead of reused.
     pub idle_timeout: Duration,
-    /// Idle connections kept per replica.
+    /// Idle connections kept per replica (per thread, for callers on
+    /// single-threaded runtimes, whose connections are kept apart).
     pub max_idle_per_host: usize,
     /// Bytes reserved per read. Answers are mostly small SSE chunks, and
     /// every open stream holds one such buffer, so it is small.
@@ -50,6 +51,22 @@ struct Idle {
     since: Instant,
 }
 
+/// Which callers may reuse a connection: on a single-threaded runtime
+/// only the thread that opened it, since that thread's I/O driver is the
+/// one that wakes it (used from another thread, every answer would cost a
+/// cross-thread wake-up); on a multi-threaded runtime any of its workers.
+type Shard = Option<std::thread::ThreadId>;
+
+fn current_shard() -> Shard {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::CurrentThread => {
+            Some(std::thread::current().id())
+        }
+        _ => None,
+    }
+}
+
 /// The pool shared by every clone of an `Upstream`.
 pub(crate) struct Pool {
     config: UpstreamConfig,
@@ -57,7 +74,9 @@ pub(crate) struct Pool {
 }
 
 struct Idled {
-    by_host: HashMap<std::sync::Arc<str>, Vec<Idle>>,
+    /// Per replica, per shard, most recent last. Shards are few (the I/O
+    /// threads), so a list.
+    by_host: HashMap<std::sync::Arc<str>, Vec<(Shard, Vec<Idle>)>>,
     last_sweep: Instant,
 }
 
@@ -87,16 +106,27 @@ impl Pool {
     }
 
     pub(crate) fn idle_count(&self) -> usize {
-        self.idle.lock().by_host.values().map(Vec::len).sum()
+        self.idle
+            .lock()
+            .by_host
+            .values()
+            .flat_map(|shards| shards.iter().map(|(_, list)| list.len()))
+            .sum()
     }
 
     /// A live idle connection to `authority`, or a new one.
     pub(crate) async fn checkout(&self, authority: &str) -> Result<Conn, BoxError> {
+        let shard = current_shard();
         loop {
             let candidate = {
                 let mut idle = self.idle.lock();
                 let now = Instant::now();
-                let Some(list) = idle.by_host.get_mut(authority) else {
+                let Some(list) = idle.by_host.get_mut(authority).and_then(|shards| {
+                    shards
+                        .iter_mut()
+                        .find(|(s, _)| *s == shard)
+                        .map(|(_, list)| list)
+                }) else {
                     break;
                 };
                 match list.pop() {
@@ -153,10 +183,19 @@ impl Pool {
         }
         conn.reused = true;
         let now = Instant::now();
+        let shard = current_shard();
         let mut expired = Vec::new();
         {
             let mut idle = self.idle.lock();
-            let list = idle.by_host.entry(authority.clone()).or_default();
+            let shards = idle.by_host.entry(authority.clone()).or_default();
+            let at = match shards.iter().position(|(s, _)| *s == shard) {
+                Some(at) => at,
+                None => {
+                    shards.push((shard, Vec::new()));
+                    shards.len() - 1
+                }
+            };
+            let list = &mut shards[at].1;
             if list.len() < self.config.max_idle_per_host {
                 list.push(Idle { conn, since: now });
             } else {
@@ -167,13 +206,16 @@ impl Pool {
             if now.saturating_duration_since(idle.last_sweep) > self.config.idle_timeout {
                 idle.last_sweep = now;
                 let timeout = self.config.idle_timeout;
-                idle.by_host.retain(|_, list| {
-                    let keep_from = list
-                        .iter()
-                        .position(|i| now.saturating_duration_since(i.since) <= timeout)
-                        .unwrap_or(list.len());
-                    expired.extend(list.drain(..keep_from));
-                    !list.is_empty()
+                idle.by_host.retain(|_, shards| {
+                    shards.retain_mut(|(_, list)| {
+                        let keep_from = list
+                            .iter()
+                            .position(|i| now.saturating_duration_since(i.since) <= timeout)
+                            .unwrap_or(list.len());
+                        expired.extend(list.drain(..keep_from));
+                        !list.is_empty()
+                    });
+                    !shards.is_empty()
                 });
             }
         }

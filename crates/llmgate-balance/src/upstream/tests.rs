@@ -436,6 +436,50 @@ async fn idle_connections_per_replica_are_capped() {
     assert_eq!(up.idle_connections(), 2);
 }
 
+/// On single-threaded runtimes a connection is reused only by the thread
+/// that opened it (its I/O driver is the one that wakes it).
+#[tokio::test]
+async fn single_threaded_runtimes_keep_their_own_connections() {
+    let r = replica(vec![Act::Answer(LEN_OK); 4]).await;
+    let up = Upstream::http1(UpstreamConfig::default());
+    let on_another_thread = |up: Upstream, target: Target| {
+        tokio::task::spawn_blocking(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(
+                    async move { text(up.send(&target, post("/b", "")).await.unwrap()).await },
+                )
+        })
+    };
+
+    assert_eq!(
+        text(up.send(&r.target, post("/a", "")).await.unwrap()).await,
+        "{\"ok\":true}"
+    );
+    assert_eq!(r.accepted.load(Ordering::SeqCst), 1);
+    let b = on_another_thread(up.clone(), r.target.clone())
+        .await
+        .unwrap();
+    assert_eq!(b, "{\"ok\":true}");
+    assert_eq!(
+        r.accepted.load(Ordering::SeqCst),
+        2,
+        "the other thread opened its own connection"
+    );
+    assert_eq!(up.idle_connections(), 2);
+    assert_eq!(
+        text(up.send(&r.target, post("/c", "")).await.unwrap()).await,
+        "{\"ok\":true}"
+    );
+    assert_eq!(
+        r.accepted.load(Ordering::SeqCst),
+        2,
+        "this thread reused its own"
+    );
+}
+
 /// Both kinds against a real engine-like server (an `llmgate-sim` replica,
 /// which speaks HTTP/1.1 and h2c): a JSON answer and an SSE stream.
 #[tokio::test]
