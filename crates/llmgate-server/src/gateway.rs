@@ -108,12 +108,17 @@ pub fn build_stack(config: &Config, fleet: &Fleet) -> (GatewayService, Option<Qu
 /// The main router: `/health`, `/ready`, `/v1/models`, and every other
 /// `/v1/` path proxied through the stack.
 pub fn router(state: AppState) -> Router {
+    shared_router(Arc::new(state))
+}
+
+/// [`router`] over state shared with a [`ConnectionService`].
+pub(crate) fn shared_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(crate::defaults::HEALTH_PATH, get(|| async { "ok" }))
         .route(crate::defaults::READY_PATH, get(ready))
         .route("/v1/models", get(models))
         .fallback(proxy)
-        .with_state(Arc::new(state))
+        .with_state(state)
 }
 
 async fn ready(State(app): State<Arc<AppState>>) -> Response {
@@ -189,7 +194,6 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 async fn proxy(State(app): State<Arc<AppState>>, mut req: Request<Body>) -> Response {
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned();
     if !req.uri().path().starts_with("/v1/") {
         let msg = NotFound(req.uri().path().to_string()).to_string();
         let body = llmgate_core::error_body(&msg, "not_found_error", "not_found");
@@ -200,13 +204,28 @@ async fn proxy(State(app): State<Arc<AppState>>, mut req: Request<Body>) -> Resp
         )
             .into_response();
     }
-    if let Some(ConnectInfo(addr)) = peer {
+    if let Some(ConnectInfo(addr)) = req.extensions().get::<ConnectInfo<SocketAddr>>().cloned() {
         req.extensions_mut().insert(PeerAddr(addr));
     }
-    strip_hop_by_hop(req.headers_mut());
-    let priority = label_priority(&app, &req);
+    let priority = prepare(&app, &mut req);
     let start = tokio::time::Instant::now();
     let result = app.gateway.clone().oneshot(req).await;
+    finish(&app, result, priority, start)
+}
+
+/// Readies a proxied request for the stack; returns its priority label.
+fn prepare(app: &AppState, req: &mut Request<Body>) -> Priority {
+    strip_hop_by_hop(req.headers_mut());
+    label_priority(app, req)
+}
+
+/// The client's answer from the stack's, with request metrics recorded.
+fn finish(
+    app: &AppState,
+    result: Result<Response, BoxError>,
+    priority: Priority,
+    start: tokio::time::Instant,
+) -> Response {
     match result {
         Ok(res) => {
             let (mut parts, body) = res.into_parts();
@@ -243,6 +262,75 @@ async fn proxy(State(app): State<Arc<AppState>>, mut req: Request<Body>) -> Resp
     }
 }
 
+/// The main port's service for one client connection. API paths under
+/// `/v1/` (but `/v1/models`) go straight into the layer stack, through a
+/// copy of it made once per connection rather than once per request;
+/// everything else goes through [`router`], which answers those.
+pub struct ConnectionService {
+    app: Arc<AppState>,
+    gateway: GatewayService,
+    router: Router,
+    peer: SocketAddr,
+    /// Why the stack was not ready, for the next proxied request.
+    not_ready: Option<BoxError>,
+}
+
+impl ConnectionService {
+    /// The service for a connection from `peer`, over `router` built from
+    /// the same `app`.
+    pub fn new(app: Arc<AppState>, router: Router, peer: SocketAddr) -> Self {
+        ConnectionService {
+            gateway: app.gateway.clone(),
+            app,
+            router,
+            peer,
+            not_ready: None,
+        }
+    }
+}
+
+impl<B> tower::Service<Request<B>> for ConnectionService
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // The router is always ready; the stack's readiness is what a
+        // proxied request needs, and a failure of it is that request's
+        // answer.
+        self.not_ready = std::task::ready!(self.gateway.poll_ready(cx)).err();
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let path = req.uri().path();
+        if !path.starts_with("/v1/") || path == "/v1/models" {
+            let fut = tower::Service::call(&mut self.router, req.map(Body::new));
+            return Box::pin(fut);
+        }
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(PeerAddr(self.peer));
+        let priority = prepare(&self.app, &mut req);
+        let start = tokio::time::Instant::now();
+        let app = self.app.clone();
+        if let Some(e) = self.not_ready.take() {
+            return Box::pin(async move { Ok(finish(&app, Err(e), priority, start)) });
+        }
+        // The server polled readiness just before this call.
+        let fut = self.gateway.call(req);
+        Box::pin(async move { Ok(finish(&app, fut.await, priority, start)) })
+    }
+}
+
 /// The priority a request will get, for metric labels only (the stack's
 /// MetaLayer decides for routing; a bad header is rejected there).
 fn label_priority(app: &AppState, req: &Request<Body>) -> Priority {
@@ -274,6 +362,72 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(body: Body) -> Result<T, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tower::Service;
+
+    /// A connection service whose stack answers with the client key it
+    /// saw, over an empty fleet.
+    fn connection_service(peer: SocketAddr) -> ConnectionService {
+        let gateway = GatewayService::new(tower::service_fn(|req: Request<Body>| async move {
+            let key = ClientKey::from_parts(req.headers(), req.extensions());
+            let res: Response = (StatusCode::OK, key.as_str().to_string()).into_response();
+            Ok::<_, BoxError>(res)
+        }));
+        let fleet = Fleet::new(llmgate_balance::FleetConfig::default(), Vec::new()).unwrap();
+        let app = Arc::new(AppState {
+            gateway,
+            fleet,
+            queue: None,
+            tiers: crate::tiers::TierTable::from_config(&Config::default()),
+            metrics: Arc::new(RequestMetrics::new()),
+        });
+        ConnectionService::new(app.clone(), shared_router(app), peer)
+    }
+
+    async fn call(svc: &mut ConnectionService, method: &str, path: &str) -> (StatusCode, String) {
+        std::future::poll_fn(|cx| {
+            Service::<Request<http_body_util::Full<bytes::Bytes>>>::poll_ready(svc, cx)
+        })
+        .await
+        .unwrap();
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let res = svc.call(req).await.unwrap();
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn connection_service_sends_api_paths_to_the_stack_with_the_peer_and_the_rest_to_the_router(
+    ) {
+        let peer: SocketAddr = "127.0.0.1:4242".parse().unwrap();
+        let mut svc = connection_service(peer);
+        let (status, body) = call(&mut svc, "POST", "/v1/completions").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            ClientKey::from_peer(peer).as_str(),
+            "keyed by the peer"
+        );
+        assert_eq!(call(&mut svc, "GET", "/v1/anything/else").await.0, 200);
+        assert_eq!(
+            call(&mut svc, "GET", "/health").await,
+            (StatusCode::OK, "ok".into())
+        );
+        let (status, body) = call(&mut svc, "GET", "/v1/models").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("\"object\":\"list\""), "{body}");
+        assert_eq!(
+            call(&mut svc, "POST", "/v1/models").await.0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        let (status, body) = call(&mut svc, "GET", "/metrics").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("llmgate proxies /v1/ paths"), "{body}");
+    }
 
     fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

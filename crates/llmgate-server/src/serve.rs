@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
 use llmgate_balance::{
     AttemptTimeouts, BalanceConfig, BreakerConfig, EndpointSpec, Fleet, FleetConfig, GpuThresholds,
     HealthConfig, StrategyKind,
@@ -14,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::gateway::{build_stack, router, AppState};
+use crate::gateway::{build_stack, shared_router, AppState, ConnectionService};
 
 /// A running gateway: its addresses, the fleet, and (with no replicas
 /// configured) the embedded simulated fleet.
@@ -202,7 +201,8 @@ pub async fn start(config: Config, install_metrics: bool) -> Result<Running, Str
 
     let (tx, rx) = watch::channel(false);
     let drain = Duration::from_secs(config.server.drain_timeout_secs);
-    let app = router(state);
+    let app_state = Arc::new(state);
+    let app = shared_router(app_state.clone());
     let server_config = llmgate_http1::ServerConfig {
         max_body_bytes: config.server.max_body_bytes,
         idle_timeout: config.server.idle_timeout(),
@@ -231,14 +231,7 @@ pub async fn start(config: Config, install_metrics: bool) -> Result<Running, Str
         let server = llmgate_http1::serve(
             listener,
             server_config,
-            move |peer: SocketAddr| {
-                tower::ServiceBuilder::new()
-                    .map_request(move |mut req: http::Request<llmgate_http1::RequestBody>| {
-                        req.extensions_mut().insert(ConnectInfo(peer));
-                        req
-                    })
-                    .service(app.clone())
-            },
+            move |peer: SocketAddr| ConnectionService::new(app_state.clone(), app.clone(), peer),
             async move {
                 stop.await;
                 tracing::info!("shutting down: no new connections; finishing in-flight requests");
