@@ -1,4 +1,4 @@
-//! [`GpuAwareBalance`]: a shared balancer over a [`ReadyCache`] of endpoints.
+//! [`GpuAwareBalance`]: a shared balancer over a set of ready endpoints.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,7 +12,6 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 use tower::discover::{Change, Discover};
 use tower::load::Load;
-use tower::ready_cache::ReadyCache;
 use tower::{BoxError, Service};
 
 use llmgate_core::{AvoidEndpoints, RequestMeta};
@@ -20,6 +19,7 @@ use llmgate_core::{AvoidEndpoints, RequestMeta};
 use crate::endpoint::{Admission, EndpointState};
 use crate::error::{NoEndpoint, NoEndpointReason};
 use crate::load::{EndpointLoad, LoadView};
+use crate::ready::ReadySet;
 use crate::strategy::{Candidate, GpuThresholds, Strategy, StrategyKind};
 
 /// What the balancer must learn from a request.
@@ -71,8 +71,8 @@ impl Default for BalanceConfig {
     }
 }
 
-/// Wakes every task waiting on the balancer. `ReadyCache` keeps one waker
-/// for its pending endpoints; several tasks (the queue worker, retries) may
+/// Wakes every task waiting on the balancer. Pending endpoints are polled
+/// with one waker; several tasks (the queue worker, retries) may
 /// wait at once, so the cache gets this waker and fans out.
 #[derive(Default)]
 struct WakeAll(Mutex<Vec<Waker>>);
@@ -103,7 +103,8 @@ where
     D::Key: Hash + Eq,
 {
     discover: Pin<Box<D>>,
-    cache: ReadyCache<D::Key, D::Service, Req>,
+    cache: ReadySet<D::Key, D::Service>,
+    _req: std::marker::PhantomData<fn(Req)>,
     states: HashMap<D::Key, Arc<EndpointState>>,
     strategy: Box<dyn Strategy>,
     strategy_kind: StrategyKind,
@@ -129,9 +130,9 @@ struct Scratch {
 /// [`EndpointLoad`] and expose their [`EndpointState`], with a pluggable
 /// [`Strategy`].
 ///
-/// Built on tower's [`ReadyCache`]: endpoints that are not ready (at their
-/// concurrency cap, breaker open, unhealthy, draining, ejected) wait in its
-/// pending set and are never picked. `poll_ready` is ready when at least one
+/// Endpoints that are not ready (at their concurrency cap, breaker open,
+/// unhealthy, draining, ejected) wait in a pending set and are never
+/// picked. `poll_ready` is ready when at least one
 /// endpoint is; the choice among ready endpoints is made per request, because
 /// model, prefix and session decide it. Cloning is cheap and all clones share
 /// one pool, so it can sit below a retry layer.
@@ -191,7 +192,8 @@ where
         let wake_all = Arc::new(WakeAll::default());
         let shared = Shared {
             discover: Box::pin(discover),
-            cache: ReadyCache::default(),
+            cache: ReadySet::default(),
+            _req: std::marker::PhantomData,
             states: HashMap::new(),
             strategy: config.strategy.build(config.seed),
             strategy_kind: config.strategy,
@@ -301,7 +303,7 @@ where
                 .get_ready_index(i)
                 .is_none_or(|(_, svc)| svc.endpoint_state().admission(now) == Admission::Open);
             if !admitted {
-                if let Err(failed) = self.cache.check_ready_index(&mut cx, i) {
+                if let Err(failed) = self.cache.check_ready_index::<Req>(&mut cx, i) {
                     tracing::warn!(error = %failed.1, "endpoint failed and was removed");
                     if let Some(s) = self.states.remove(&failed.0) {
                         self.strategy.removed(s.id());
@@ -310,10 +312,10 @@ where
             }
         }
         loop {
-            match self.cache.poll_pending(&mut cx) {
+            match self.cache.poll_pending::<Req>(&mut cx) {
                 Poll::Ready(Ok(())) | Poll::Pending => break,
                 Poll::Ready(Err(failed)) => {
-                    // An endpoint's poll_ready failed: ReadyCache dropped it.
+                    // An endpoint's poll_ready failed: the set dropped it.
                     tracing::warn!(error = %failed.1, "endpoint failed and was removed");
                     if let Some(s) = self.states.remove(&failed.0) {
                         self.strategy.removed(s.id());
@@ -367,7 +369,7 @@ where
             let (ready_index, id) = chosen;
             let waker = self.waker.clone();
             let mut wcx = Context::from_waker(&waker);
-            match self.cache.check_ready_index(&mut wcx, ready_index) {
+            match self.cache.check_ready_index::<Req>(&mut wcx, ready_index) {
                 Ok(true) => {
                     self.strategy.routed(req.meta(), &id);
                     let kind = self.strategy_kind.as_str();

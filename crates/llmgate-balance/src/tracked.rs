@@ -82,7 +82,7 @@ impl Service<Request<BufferedBody>> for Endpoint {
             match self.state.admission(Instant::now()) {
                 Admission::Open => {
                     self.ejection_timer = None;
-                    // Never an error for a transient reason: ReadyCache would
+                    // Never an error for a transient reason: the balancer would
                     // drop the endpoint for good.
                     return match self.inner.poll_ready(cx) {
                         Poll::Ready(Err(e)) => {
