@@ -86,15 +86,28 @@ impl ClientKey {
     /// The key by precedence: `x-client-id`, bearer token, peer address,
     /// anonymous.
     pub fn from_parts(headers: &http::HeaderMap, extensions: &http::Extensions) -> ClientKey {
-        if let Some(id) = headers
-            .get(&crate::headers::X_CLIENT_ID)
+        ClientKey::from_values(
+            headers.get(&crate::headers::X_CLIENT_ID),
+            headers.get(http::header::AUTHORIZATION),
+            extensions,
+        )
+    }
+
+    /// [`from_parts`](Self::from_parts) with the first `x-client-id` and
+    /// `Authorization` values already looked up.
+    pub(crate) fn from_values(
+        client_id: Option<&http::HeaderValue>,
+        authorization: Option<&http::HeaderValue>,
+        extensions: &http::Extensions,
+    ) -> ClientKey {
+        if let Some(id) = client_id
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .filter(|s| !s.is_empty())
         {
             return ClientKey::from_id(id);
         }
-        if let Some(token) = bearer_token(headers) {
+        if let Some(token) = authorization.and_then(bearer_of) {
             return ClientKey::from_bearer(token);
         }
         if let Some(PeerAddr(addr)) = extensions.get::<PeerAddr>() {
@@ -111,7 +124,11 @@ impl ClientKey {
 
 /// The token of an `Authorization: Bearer …` header, if any.
 pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
-    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    bearer_of(headers.get(http::header::AUTHORIZATION)?)
+}
+
+fn bearer_of(v: &http::HeaderValue) -> Option<&str> {
+    let v = v.to_str().ok()?;
     let (scheme, token) = v.trim().split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)

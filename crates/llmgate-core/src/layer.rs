@@ -15,9 +15,9 @@ use http_body_util::Full;
 use tokio::time::Instant;
 use tower::{BoxError, Layer, Service};
 
-use crate::headers::{X_PRIORITY, X_REQUEST_TIMEOUT, X_SESSION_ID};
+use crate::headers::{X_CLIENT_ID, X_PRIORITY, X_REQUEST_TIMEOUT, X_SESSION_ID};
 use crate::meta::DEFAULT_REQUEST_TIMEOUT;
-use crate::parse::{parse_body, ParsedBody};
+use crate::parse::{parse_borrowed, Parsed};
 use crate::prefix::DEFAULT_BLOCK_CHARS;
 use crate::{
     CharsPerToken, ClientKey, EndpointKind, MetaError, Priority, RequestMeta, TokenEstimator,
@@ -209,7 +209,7 @@ where
         ResponseFuture {
             state: State::Buffering {
                 body,
-                buf: bytes::BytesMut::new(),
+                buf: BodyBuf::Empty,
                 parts: Some(parts),
                 inner: Some(inner),
                 config: self.config.clone(),
@@ -234,7 +234,7 @@ pin_project_lite::pin_project! {
         Buffering {
             #[pin]
             body: B,
-            buf: bytes::BytesMut,
+            buf: BodyBuf,
             parts: Option<http::request::Parts>,
             inner: Option<S>,
             config: MetaConfig,
@@ -290,7 +290,7 @@ where
                             }
                         }
                     }
-                    let bytes = std::mem::take(buf).freeze();
+                    let bytes = std::mem::replace(buf, BodyBuf::Empty).freeze();
                     let mut parts = parts.take().expect("polled after completion");
                     if parts.extensions.get::<RequestMeta>().is_none() {
                         match build_meta(&parts, &bytes, config) {
@@ -313,14 +313,56 @@ where
     }
 }
 
+/// A body being buffered. A body that arrives as one frame (most do) is
+/// kept as that frame's bytes: no copy, and when they are `Bytes` they
+/// usually share the connection's buffer, so replaying them for a retry
+/// costs a reference count, not an allocation.
+enum BodyBuf {
+    Empty,
+    One(Bytes),
+    Many(bytes::BytesMut),
+}
+
+impl BodyBuf {
+    fn len(&self) -> usize {
+        match self {
+            BodyBuf::Empty => 0,
+            BodyBuf::One(b) => b.len(),
+            BodyBuf::Many(b) => b.len(),
+        }
+    }
+
+    fn put(&mut self, mut data: impl Buf) {
+        match self {
+            BodyBuf::Empty => *self = BodyBuf::One(data.copy_to_bytes(data.remaining())),
+            BodyBuf::One(first) => {
+                let mut all = bytes::BytesMut::with_capacity(first.len() + data.remaining());
+                all.put(std::mem::take(first));
+                all.put(data);
+                *self = BodyBuf::Many(all);
+            }
+            BodyBuf::Many(all) => all.put(data),
+        }
+    }
+
+    fn freeze(self) -> Bytes {
+        match self {
+            BodyBuf::Empty => Bytes::new(),
+            BodyBuf::One(b) => b,
+            BodyBuf::Many(b) => b.freeze(),
+        }
+    }
+}
+
 fn build_meta(
     parts: &http::request::Parts,
     body: &[u8],
     config: &MetaConfig,
 ) -> Result<RequestMeta, MetaError> {
     let kind = EndpointKind::from_path(parts.uri.path());
-    let client = ClientKey::from_parts(&parts.headers, &parts.extensions);
-    let priority = match parts.headers.get(&X_PRIORITY) {
+    let found = FoundHeaders::of(&parts.headers);
+    let client = ClientKey::from_values(found.client_id, found.authorization, &parts.extensions);
+    let priority = match found.priority {
         Some(v) => v
             .to_str()
             .map_err(|_| crate::priority::ParsePriorityError {
@@ -336,39 +378,79 @@ fn build_meta(
             .and_then(|h| h.default_priority(&client, &parts.headers))
             .unwrap_or_default(),
     };
-    let timeout = match parts.headers.get(&X_REQUEST_TIMEOUT) {
+    let timeout = match found.timeout {
         Some(v) => parse_timeout(v)?,
         None => config.default_timeout,
     };
     let arrival = Instant::now();
-    let header_session = parts
-        .headers
-        .get(&X_SESSION_ID)
+    let header_session = found
+        .session
         .and_then(|v| v.to_str().ok())
         .filter(|s| !s.is_empty())
         .map(Arc::<str>::from);
     // Paths outside the OpenAI routes carry no body llmgate reads.
     let parsed = if kind != EndpointKind::Other {
-        parse_body(kind, body, config.estimator.as_ref(), config.block_chars)?
+        parse_borrowed(kind, body, config.estimator.as_ref(), config.block_chars)?
     } else {
-        ParsedBody::default()
+        Parsed::default()
     };
     // Built whole rather than from `RequestMeta::new`, whose anonymous
     // client key and empty prefix list are allocations overwritten here.
     let meta = RequestMeta {
         kind,
-        model: parsed.model.map(Arc::from),
+        model: parsed.model.as_deref().map(Arc::from),
         stream: parsed.stream,
         max_tokens: parsed.max_tokens,
         prompt_tokens: parsed.prompt_tokens,
         prefix_hashes: Arc::from(parsed.prefix_hashes),
         priority,
         client,
-        session: header_session.or(parsed.user.map(Arc::from)),
+        session: header_session.or_else(|| parsed.user.as_deref().map(Arc::from)),
         arrival,
         deadline: arrival + timeout,
     };
     Ok(meta)
+}
+
+/// The first value of each header [`build_meta`] reads.
+#[derive(Default)]
+struct FoundHeaders<'a> {
+    client_id: Option<&'a http::HeaderValue>,
+    authorization: Option<&'a http::HeaderValue>,
+    priority: Option<&'a http::HeaderValue>,
+    timeout: Option<&'a http::HeaderValue>,
+    session: Option<&'a http::HeaderValue>,
+}
+
+impl<'a> FoundHeaders<'a> {
+    /// Requests carry a handful of headers: one walk over them comparing
+    /// names costs less than five hashed lookups. Long header lists are
+    /// looked up as usual.
+    fn of(headers: &'a http::HeaderMap) -> Self {
+        if headers.len() > 16 {
+            return FoundHeaders {
+                client_id: headers.get(&X_CLIENT_ID),
+                authorization: headers.get(http::header::AUTHORIZATION),
+                priority: headers.get(&X_PRIORITY),
+                timeout: headers.get(&X_REQUEST_TIMEOUT),
+                session: headers.get(&X_SESSION_ID),
+            };
+        }
+        let mut found = FoundHeaders::default();
+        for (name, value) in headers {
+            let slot = match name.as_str() {
+                "x-client-id" => &mut found.client_id,
+                "authorization" => &mut found.authorization,
+                "x-priority" => &mut found.priority,
+                "x-request-timeout" => &mut found.timeout,
+                "x-session-id" => &mut found.session,
+                _ => continue,
+            };
+            // `get` answers with a name's first value.
+            slot.get_or_insert(value);
+        }
+        found
+    }
 }
 
 fn parse_timeout(v: &http::HeaderValue) -> Result<Duration, MetaError> {
@@ -385,4 +467,45 @@ fn parse_timeout(v: &http::HeaderValue) -> Result<Duration, MetaError> {
 /// [`RequestMeta`] of a request, if present.
 pub fn meta_of<B>(req: &Request<B>) -> Option<&RequestMeta> {
     req.extensions().get::<RequestMeta>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn found_headers_match_lookups_by_name() {
+        let names = [
+            X_CLIENT_ID,
+            http::header::AUTHORIZATION,
+            X_PRIORITY,
+            X_REQUEST_TIMEOUT,
+            X_SESSION_ID,
+        ];
+        for filler in [0, 3, 30] {
+            let mut h = http::HeaderMap::new();
+            for i in 0..filler {
+                h.append(
+                    http::HeaderName::from_bytes(format!("x-other-{i}").as_bytes()).unwrap(),
+                    "v".parse().unwrap(),
+                );
+            }
+            h.append(http::header::HOST, "h".parse().unwrap());
+            for (i, name) in names.iter().enumerate().skip(1) {
+                h.append(name.clone(), format!("first-{i}").parse().unwrap());
+                h.append(name.clone(), format!("second-{i}").parse().unwrap());
+            }
+            let f = FoundHeaders::of(&h);
+            let got = [
+                f.client_id,
+                f.authorization,
+                f.priority,
+                f.timeout,
+                f.session,
+            ];
+            for (name, value) in names.iter().zip(got) {
+                assert_eq!(value, h.get(name), "{name} with {filler} others");
+            }
+        }
+    }
 }

@@ -55,6 +55,7 @@ mod parse;
 pub mod prefix;
 mod priority;
 mod routing;
+mod scan;
 
 pub use client::{bearer_token, ClientKey, PeerAddr};
 pub use deadline::{Deadline, DeadlineFuture, DeadlineLayer, RequestTimeout};

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::prefix::{text_block_hashes, token_block_hashes};
+use crate::scan::scan_envelope;
 use crate::{EndpointKind, MetaError, TokenEstimator};
 
 /// What llmgate learns from a request body.
@@ -28,24 +29,28 @@ pub struct ParsedBody {
     pub prefix_hashes: Vec<u64>,
 }
 
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    model: Option<String>,
-    stream: Option<bool>,
-    max_tokens: Option<u32>,
-    max_completion_tokens: Option<u32>,
-    user: Option<String>,
+/// The fields llmgate reads. Strings borrow from the body where they hold no
+/// escapes: most are read once and then copied into shared storage.
+#[derive(Deserialize, Default)]
+pub(crate) struct Envelope<'a> {
     #[serde(borrow)]
-    prompt: Option<PromptField<'a>>,
-    messages: Option<Value>,
+    pub(crate) model: Option<Cow<'a, str>>,
+    pub(crate) stream: Option<bool>,
+    pub(crate) max_tokens: Option<u32>,
+    pub(crate) max_completion_tokens: Option<u32>,
     #[serde(borrow)]
-    input: Option<PromptField<'a>>,
+    pub(crate) user: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(crate) prompt: Option<PromptField<'a>>,
+    pub(crate) messages: Option<Value>,
+    #[serde(borrow)]
+    pub(crate) input: Option<PromptField<'a>>,
 }
 
 /// A `prompt`/`input` value as read: a string stays a slice of the body
 /// when it has no escapes (the prompt is only measured and hashed, so it
 /// need not be copied), anything else becomes a [`Value`] as before.
-enum PromptField<'a> {
+pub(crate) enum PromptField<'a> {
     Str(Cow<'a, str>),
     Other(Value),
 }
@@ -125,7 +130,40 @@ pub fn parse_body(
     estimator: &dyn TokenEstimator,
     block_chars: usize,
 ) -> Result<ParsedBody, MetaError> {
-    let env: Envelope<'_> = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+    let p = parse_borrowed(kind, body, estimator, block_chars)?;
+    Ok(ParsedBody {
+        model: p.model.map(Cow::into_owned),
+        stream: p.stream,
+        max_tokens: p.max_tokens,
+        user: p.user.map(Cow::into_owned),
+        prompt_tokens: p.prompt_tokens,
+        prefix_hashes: p.prefix_hashes,
+    })
+}
+
+/// [`ParsedBody`] with its strings still borrowed from the body where
+/// they hold no escapes, so a caller that stores them elsewhere copies once.
+#[derive(Debug, Default)]
+pub(crate) struct Parsed<'a> {
+    pub(crate) model: Option<Cow<'a, str>>,
+    pub(crate) stream: bool,
+    pub(crate) max_tokens: Option<u32>,
+    pub(crate) user: Option<Cow<'a, str>>,
+    pub(crate) prompt_tokens: u32,
+    pub(crate) prefix_hashes: Vec<u64>,
+}
+
+/// [`parse_body`] without the owned copies.
+pub(crate) fn parse_borrowed<'a>(
+    kind: EndpointKind,
+    body: &'a [u8],
+    estimator: &dyn TokenEstimator,
+    block_chars: usize,
+) -> Result<Parsed<'a>, MetaError> {
+    let env = match scan_envelope(body) {
+        Some(env) => env,
+        None => serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?,
+    };
     let prompt = match kind {
         EndpointKind::Completions => {
             let p = env
@@ -152,7 +190,7 @@ pub fn parse_body(
             token_block_hashes(ids, (block_chars / 4).max(1)),
         ),
     };
-    Ok(ParsedBody {
+    Ok(Parsed {
         model: env.model,
         stream: env.stream.unwrap_or(false),
         max_tokens: env.max_tokens.or(env.max_completion_tokens),

@@ -32,8 +32,21 @@ pub fn chain_hash(parent: u64, block: &[u8]) -> u64 {
 /// Chained hashes of the full `block_chars`-character blocks of `text`.
 pub fn text_block_hashes(text: &str, block_chars: usize) -> Vec<u64> {
     let block_chars = block_chars.max(1);
+    // A character is at least one byte: a text shorter in bytes than a
+    // block has no full block (most chat turns and short prompts).
+    if text.len() < block_chars {
+        return Vec::new();
+    }
     let mut out = Vec::with_capacity(text.len() / block_chars);
     let mut parent = 0u64;
+    if text.is_ascii() {
+        // One byte per character: blocks are plain byte chunks.
+        for block in text.as_bytes().chunks_exact(block_chars) {
+            parent = chain_hash(parent, block);
+            out.push(parent);
+        }
+        return out;
+    }
     let mut start = 0usize;
     let mut count = 0usize;
     for (i, c) in text.char_indices() {
@@ -95,6 +108,16 @@ mod tests {
         assert!(text_block_hashes("short", 64).is_empty());
         let s = "ü".repeat(130);
         assert_eq!(text_block_hashes(&s, 64).len(), 2);
+        // The ASCII shortcut hashes the same blocks as the per-character walk.
+        let ascii: String = (0..200)
+            .map(|i| char::from(b'a' + (i % 26) as u8))
+            .collect();
+        let mixed = format!("{ascii}ü");
+        assert_eq!(
+            text_block_hashes(&ascii, 64),
+            text_block_hashes(&mixed, 64)[..3]
+        );
+        assert_eq!(text_block_hashes(&ascii, 64).len(), 3);
         let t: Vec<u32> = (0..40).collect();
         assert_eq!(token_block_hashes(&t, 16).len(), 2);
         assert_eq!(
