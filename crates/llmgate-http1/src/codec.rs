@@ -186,9 +186,14 @@ pub fn parse_response_head(
         let mut inline = [NO_SPAN; INLINE_SPANS];
         let mut spilled = Vec::new();
         let spans = spans_of(buf, res.headers, &mut inline, &mut spilled);
-        let headers = headers_from_spans(spans, buf.split_to(len).freeze())?;
-        let framing = framing(&headers, status, request_method)?;
-        let keep_alive = keep_alive(&headers, version) && framing != Framing::UntilClose;
+        let head = buf.split_to(len).freeze();
+        let mut noted = Noted::default();
+        let headers = headers_from_spans(spans, &head, &mut noted)?;
+        let framing = framing(&head, &headers, &noted, status, request_method)?;
+        let keep_alive = keep_alive_in(
+            noted.connection.values(&head, &headers, header::CONNECTION),
+            version,
+        ) && framing != Framing::UntilClose;
         return Ok(Some(ResponseHead {
             status,
             version,
@@ -236,7 +241,70 @@ fn spans_of<'s>(
     spans
 }
 
-fn headers_from_spans(spans: &[Span], head: Bytes) -> Result<HeaderMap, ProtocolError> {
+/// The fields that decide framing and persistence, noted while a head's
+/// fields are converted: reading them then needs no lookups in the map.
+#[derive(Default)]
+struct Noted {
+    content_length: Seen,
+    transfer_encoding: Seen,
+    connection: Seen,
+    host: Seen,
+    expect: Seen,
+}
+
+/// How often one field occurs in a head, and where its first value lies.
+#[derive(Clone, Copy, Default)]
+struct Seen {
+    count: u32,
+    start: u32,
+    len: u32,
+}
+
+impl Seen {
+    fn note(&mut self, start: u32, len: u32) {
+        if self.count == 0 {
+            self.start = start;
+            self.len = len;
+        }
+        self.count += 1;
+    }
+
+    /// The field's values in order. A field that occurs once (or not at
+    /// all) is read from the head itself; only repeated ones go through
+    /// the map.
+    fn values<'a>(&self, head: &'a [u8], headers: &'a HeaderMap, name: HeaderName) -> Values<'a> {
+        match self.count {
+            0 => Values::One(None),
+            1 => Values::One(Some(
+                &head[self.start as usize..(self.start + self.len) as usize],
+            )),
+            _ => Values::Many(headers.get_all(name).iter()),
+        }
+    }
+}
+
+/// The values of one field, as bytes.
+enum Values<'a> {
+    One(Option<&'a [u8]>),
+    Many(header::ValueIter<'a, HeaderValue>),
+}
+
+impl<'a> Iterator for Values<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        match self {
+            Values::One(v) => v.take(),
+            Values::Many(it) => it.next().map(HeaderValue::as_bytes),
+        }
+    }
+}
+
+fn headers_from_spans(
+    spans: &[Span],
+    head: &Bytes,
+    noted: &mut Noted,
+) -> Result<HeaderMap, ProtocolError> {
     let mut headers = HeaderMap::with_capacity(spans.len());
     for &(ns, nl, vs, vl) in spans {
         let name_bytes = &head[ns as usize..(ns + nl) as usize];
@@ -246,15 +314,37 @@ fn headers_from_spans(spans: &[Span], head: Bytes) -> Result<HeaderMap, Protocol
                 String::from_utf8_lossy(name_bytes)
             ))
         })?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..(vs + vl) as usize))
-            .map_err(|_| bad(format!("value of header {name}")))?;
+        if name == header::CONTENT_LENGTH {
+            noted.content_length.note(vs, vl);
+        } else if name == header::TRANSFER_ENCODING {
+            noted.transfer_encoding.note(vs, vl);
+        } else if name == header::CONNECTION {
+            noted.connection.note(vs, vl);
+        } else if name == header::HOST {
+            noted.host.note(vs, vl);
+        } else if name == header::EXPECT {
+            noted.expect.note(vs, vl);
+        }
+        let value = head.slice(vs as usize..(vs + vl) as usize);
+        // SAFETY: `HeaderValue` takes every byte but controls other than
+        // TAB (below 0x20, and 0x7F). httparse, parsing with the default
+        // configuration as every caller here does (no obsolete line
+        // folding, no skipped invalid lines), ends a value at the first
+        // byte outside TAB, 0x20-0x7E and 0x80-0xFF, and fails the head
+        // unless that byte starts the line end; the value excludes the
+        // line end. So every byte of `value` is one `HeaderValue` takes
+        // (`httparse_values_are_header_values` checks all 256 bytes, and
+        // debug builds validate here anyway).
+        let value = unsafe { HeaderValue::from_maybe_shared_unchecked(value) };
         headers.append(name, value);
     }
     Ok(headers)
 }
 
 fn framing(
+    head: &[u8],
     headers: &HeaderMap,
+    noted: &Noted,
     status: StatusCode,
     method: &Method,
 ) -> Result<Framing, ProtocolError> {
@@ -264,17 +354,22 @@ fn framing(
     {
         return Ok(Framing::Empty);
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if noted.transfer_encoding.count > 0 {
         // RFC 9112 §6.3: chunked must be the final coding; anything else
         // runs until the connection closes. Transfer-Encoding overrides
         // Content-Length.
-        return Ok(match final_transfer_coding(headers) {
+        let codings = noted
+            .transfer_encoding
+            .values(head, headers, header::TRANSFER_ENCODING);
+        return Ok(match final_transfer_coding(codings) {
             Some(c) if c.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
             _ => Framing::UntilClose,
         });
     }
-    let length = content_length(headers)?;
-    Ok(match length {
+    let lengths = noted
+        .content_length
+        .values(head, headers, header::CONTENT_LENGTH);
+    Ok(match content_length_in(lengths)? {
         Some(0) => Framing::Empty,
         Some(n) => Framing::Length(n),
         None => Framing::UntilClose,
@@ -284,9 +379,21 @@ fn framing(
 /// The `Content-Length` of a head: `None` when absent; an error when it is
 /// not a number or its values disagree.
 pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProtocolError> {
+    content_length_in(
+        headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .map(HeaderValue::as_bytes),
+    )
+}
+
+/// [`content_length`] over the field's values.
+fn content_length_in<'a>(
+    values: impl Iterator<Item = &'a [u8]>,
+) -> Result<Option<u64>, ProtocolError> {
     let mut length: Option<u64> = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|b| *b == b',') {
+    for v in values {
+        for part in v.split(|b| *b == b',') {
             let part = part.trim_ascii();
             let n = decimal(part).ok_or_else(|| {
                 bad(format!(
@@ -318,21 +425,33 @@ fn decimal(digits: &[u8]) -> Option<u64> {
     })
 }
 
-/// The last transfer coding named, if the head has `Transfer-Encoding`.
-fn final_transfer_coding(headers: &HeaderMap) -> Option<&[u8]> {
-    headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+/// The last transfer coding named in `Transfer-Encoding` values.
+fn final_transfer_coding<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<&'a [u8]> {
+    values
+        .flat_map(|v| v.split(|b| *b == b','))
         .map(|c| c.trim_ascii())
-        .rfind(|c| !c.is_empty())
+        .filter(|c| !c.is_empty())
+        .last()
 }
 
+/// Whether a message of `version` with these headers allows another
+/// message on its connection.
 pub(crate) fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
+    keep_alive_in(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .map(HeaderValue::as_bytes),
+        version,
+    )
+}
+
+/// [`keep_alive`] over the `Connection` field's values.
+fn keep_alive_in<'a>(values: impl Iterator<Item = &'a [u8]>, version: Version) -> bool {
     let mut close = false;
     let mut keep = false;
-    for v in headers.get_all(header::CONNECTION) {
-        for token in v.as_bytes().split(|b| *b == b',') {
+    for v in values {
+        for token in v.split(|b| *b == b',') {
             let token = token.trim_ascii();
             close |= token.eq_ignore_ascii_case(b"close");
             keep |= token.eq_ignore_ascii_case(b"keep-alive");
@@ -443,28 +562,29 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Req
             format!("request target {:?}", String::from_utf8_lossy(&target)),
         )
     })?;
-    let headers = headers_from_spans(spans, head).map_err(bad_request)?;
+    let mut noted = Noted::default();
+    let headers = headers_from_spans(spans, &head, &mut noted).map_err(bad_request)?;
 
-    let framing = if headers.contains_key(header::TRANSFER_ENCODING) {
+    let framing = if noted.transfer_encoding.count > 0 {
         if version == Version::HTTP_10 {
             return Err(reject(
                 StatusCode::BAD_REQUEST,
                 "transfer-encoding in an HTTP/1.0 request",
             ));
         }
-        if headers.contains_key(header::CONTENT_LENGTH) {
+        if noted.content_length.count > 0 {
             return Err(reject(
                 StatusCode::BAD_REQUEST,
                 "both transfer-encoding and content-length",
             ));
         }
-        let codings = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        let te = noted.transfer_encoding;
+        let codings = te
+            .values(&head, &headers, header::TRANSFER_ENCODING)
+            .flat_map(|v| v.split(|b| *b == b','))
             .filter(|c| !c.trim_ascii().is_empty())
             .count();
-        match final_transfer_coding(&headers) {
+        match final_transfer_coding(te.values(&head, &headers, header::TRANSFER_ENCODING)) {
             Some(c) if codings == 1 && c.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
             _ => {
                 return Err(reject(
@@ -474,21 +594,22 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Req
             }
         }
     } else {
-        match content_length(&headers).map_err(bad_request)? {
+        let lengths = noted
+            .content_length
+            .values(&head, &headers, header::CONTENT_LENGTH);
+        match content_length_in(lengths).map_err(bad_request)? {
             None | Some(0) => Framing::Empty,
             Some(n) => Framing::Length(n),
         }
     };
     // RFC 9112 §3.2: two Hosts leave the target ambiguous. (A missing one
     // is tolerated: llmgate does not route on it or forward it.)
-    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+    if noted.host.count > 1 {
         return Err(reject(StatusCode::BAD_REQUEST, "more than one host header"));
     }
-    let expects_continue = match headers.get(header::EXPECT) {
+    let expects_continue = match noted.expect.values(&head, &headers, header::EXPECT).next() {
         None => false,
-        Some(v) if v.as_bytes().eq_ignore_ascii_case(b"100-continue") => {
-            version == Version::HTTP_11
-        }
+        Some(v) if v.eq_ignore_ascii_case(b"100-continue") => version == Version::HTTP_11,
         Some(_) => {
             return Err(reject(
                 StatusCode::EXPECTATION_FAILED,
@@ -496,7 +617,10 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Req
             ))
         }
     };
-    let keep_alive = keep_alive(&headers, version);
+    let keep_alive = keep_alive_in(
+        noted.connection.values(&head, &headers, header::CONNECTION),
+        version,
+    );
     Ok(Some(RequestHead {
         method,
         uri,
@@ -942,6 +1066,42 @@ mod tests {
             Method::POST,
         );
         assert!(h.keep_alive);
+    }
+
+    /// `headers_from_spans` skips `HeaderValue`'s checks on what httparse
+    /// accepted; this holds that to every byte, at a value's start, middle
+    /// and end, in values short and long enough for httparse's vector
+    /// paths.
+    #[test]
+    fn httparse_values_are_header_values() {
+        for b in 0..=255u8 {
+            for (before, after) in [(0, 0), (0, 1), (1, 0), (3, 3), (40, 40), (70, 1)] {
+                let mut value = vec![b'a'; before];
+                value.push(b);
+                value.resize(before + 1 + after, b'a');
+                let mut wire = b"HTTP/1.1 200 OK\r\nx: ".to_vec();
+                wire.extend_from_slice(&value);
+                wire.extend_from_slice(b"\r\ncontent-length: 0\r\n\r\n");
+                let mut slots = [httparse::EMPTY_HEADER; 4];
+                let mut res = httparse::Response::new(&mut slots);
+                let accepted = matches!(res.parse(&wire), Ok(httparse::Status::Complete(_)));
+                if accepted {
+                    for h in res.headers.iter() {
+                        assert!(
+                            HeaderValue::from_bytes(h.value).is_ok(),
+                            "byte {b:#04x} at {before}: {:?}",
+                            h.value
+                        );
+                    }
+                }
+                let parsed = head(&wire, Method::GET);
+                assert_eq!(parsed.is_ok(), accepted, "byte {b:#04x} at {before}");
+                if let Ok(Some(h)) = parsed {
+                    let v = h.headers["x"].as_bytes();
+                    assert_eq!(HeaderValue::from_bytes(v).unwrap().as_bytes(), v);
+                }
+            }
+        }
     }
 
     #[test]
