@@ -40,6 +40,15 @@ fn encode_field(name: &[u8], value: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// The bytes [`encode_fields`] writes at most for `headers` (fields it
+/// skips included).
+fn fields_len(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum()
+}
+
 /// Writes every field of `headers` that `skip` does not exclude.
 fn encode_fields(headers: &HeaderMap, skip: fn(&HeaderName) -> bool, out: &mut Vec<u8>) {
     for (name, value) in headers {
@@ -393,6 +402,14 @@ fn content_length_in<'a>(
 ) -> Result<Option<u64>, ProtocolError> {
     let mut length: Option<u64> = None;
     for v in values {
+        // A single number, the usual shape, needs no splitting.
+        if let Some(n) = decimal(v) {
+            if length.is_some_and(|l| l != n) {
+                return Err(bad("conflicting content-length values"));
+            }
+            length = Some(n);
+            continue;
+        }
         for part in v.split(|b| *b == b',') {
             let part = part.trim_ascii();
             let n = decimal(part).ok_or_else(|| {
@@ -451,6 +468,15 @@ fn keep_alive_in<'a>(values: impl Iterator<Item = &'a [u8]>, version: Version) -
     let mut close = false;
     let mut keep = false;
     for v in values {
+        // A single token, the usual shape, needs no splitting.
+        if v.eq_ignore_ascii_case(b"keep-alive") {
+            keep = true;
+            continue;
+        }
+        if v.eq_ignore_ascii_case(b"close") {
+            close = true;
+            continue;
+        }
         for token in v.split(|b| *b == b',') {
             let token = token.trim_ascii();
             close |= token.eq_ignore_ascii_case(b"close");
@@ -651,10 +677,18 @@ pub enum Persistence {
     Close,
 }
 
+/// A body of known length up to this size gets room after its head in the
+/// head's buffer: the server gathers small bodies there to write them
+/// with the head.
+const GATHERED_BODY_BYTES: u64 = 4096;
+
 /// Writes an HTTP/1.1 response head into `out`: the status line, the
 /// service's end-to-end headers, `date` when given, and the framing
 /// headers for `framing` (`Length(n)` writes `content-length: n` even for
 /// a HEAD answer, whose body is not sent).
+///
+/// `out` grows once, to hold the head and, for `Length(n)` up to 4 KiB,
+/// the `n` body bytes a caller may gather behind it.
 pub fn encode_response_head(
     status: StatusCode,
     headers: &HeaderMap,
@@ -663,10 +697,26 @@ pub fn encode_response_head(
     date: Option<&[u8]>,
     out: &mut Vec<u8>,
 ) {
+    let reason = status.canonical_reason().unwrap_or("");
+    // Framing and persistence fields, at most
+    // `content-length: {u64::MAX}\r\nconnection: keep-alive\r\n\r\n`.
+    const FRAMING_LEN: usize = 64;
+    let body = match framing {
+        Framing::Length(n) if n <= GATHERED_BODY_BYTES => n as usize,
+        _ => 0,
+    };
+    out.reserve(
+        b"HTTP/1.1 200 \r\n".len()
+            + reason.len()
+            + fields_len(headers)
+            + date.map_or(0, |d| b"date: \r\n".len() + d.len())
+            + FRAMING_LEN
+            + body,
+    );
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
     encode_fields(headers, skipped_response_header, out);
     if let Some(date) = date {
