@@ -29,6 +29,8 @@
 //!
 //! Metrics (no labels): `llmgate_retry_attempts_total`,
 //! `llmgate_retry_retries_total`, `llmgate_retry_budget_exhausted_total`.
+//! A layer keeps its attempts counter from its first request on, so install
+//! the recorder before traffic starts (as for the queue and the breakers).
 //!
 //! # Example
 //!

@@ -5,10 +5,11 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use metrics::Counter;
 use tokio::time::Sleep;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::retry::Policy;
@@ -22,6 +23,9 @@ pub(crate) struct Shared {
     pub(crate) config: RetryConfig,
     pub(crate) budget: Option<TpsBudget>,
     seeds: AtomicU64,
+    /// `llmgate_retry_attempts_total`, registered on the first attempt: a
+    /// lookup by name on every request costs more than the increment.
+    attempts: OnceLock<Counter>,
 }
 
 impl Shared {
@@ -44,7 +48,15 @@ impl Shared {
             config,
             budget,
             seeds: AtomicU64::new(seed),
+            attempts: OnceLock::new(),
         })
+    }
+
+    /// Counts one attempt in `llmgate_retry_attempts_total`.
+    pub(crate) fn count_attempt(&self) {
+        self.attempts
+            .get_or_init(|| metrics::counter!("llmgate_retry_attempts_total"))
+            .increment(1);
     }
 }
 
@@ -120,6 +132,10 @@ impl<C> RetryPolicy<C> {
         &self.shared.config
     }
 
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
     /// The delay before retry number `retry` (1-based): full jitter over
     /// the exponential ceiling, but at least what the answer asked for
     /// (`after`), itself capped at the backoff cap.
@@ -162,7 +178,7 @@ where
         }
         self.classifier.before_retry(req, result);
         metrics::counter!("llmgate_retry_retries_total").increment(1);
-        metrics::counter!("llmgate_retry_attempts_total").increment(1);
+        self.shared.count_attempt();
         let delay = self.delay(self.attempts, after);
         Some(BackoffFuture::new(delay))
     }

@@ -1,12 +1,13 @@
 //! [`Retry`]: the service.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tower::retry::Policy;
 use tower::Service;
 
 use crate::future::ResponseFuture;
-use crate::policy::RetryPolicy;
+use crate::policy::{RetryPolicy, Shared};
 
 /// A service whose failed attempts are retried: tower's
 /// `retry::Retry` with a [`RetryPolicy`], plus the attempts metric.
@@ -18,12 +19,14 @@ use crate::policy::RetryPolicy;
 #[derive(Debug, Clone)]
 pub struct Retry<S, C> {
     inner: tower::retry::Retry<RetryPolicy<C>, S>,
+    shared: Arc<Shared>,
 }
 
 impl<S, C> Retry<S, C> {
     /// Wraps `inner` with `policy`.
     pub fn new(inner: S, policy: RetryPolicy<C>) -> Self {
         Retry {
+            shared: policy.shared().clone(),
             inner: tower::retry::Retry::new(policy, inner),
         }
     }
@@ -58,7 +61,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        metrics::counter!("llmgate_retry_attempts_total").increment(1);
+        self.shared.count_attempt();
         ResponseFuture::new(self.inner.call(req))
     }
 }
