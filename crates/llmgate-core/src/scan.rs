@@ -20,7 +20,15 @@ const MAX_SKIP_DEPTH: u32 = 16;
 
 /// The envelope of `body` when it has the common shape, `None` otherwise.
 pub(crate) fn scan_envelope(body: &[u8]) -> Option<Envelope<'_>> {
-    let mut s = Scan { b: body, i: 0 };
+    // One check of the whole body (fast for ASCII) instead of one per
+    // string; serde_json would accept stray bytes in a skipped string, but
+    // giving up on those is merely slower.
+    let text = std::str::from_utf8(body).ok()?;
+    let mut s = Scan {
+        text,
+        b: body,
+        i: 0,
+    };
     let mut env = Envelope::default();
     // Which known fields were seen: serde refuses a duplicate, null or not.
     let mut seen = 0u8;
@@ -42,7 +50,7 @@ pub(crate) fn scan_envelope(body: &[u8]) -> Option<Envelope<'_>> {
             s.ws();
             s.eat(b':')?;
             s.ws();
-            match key {
+            match key.as_bytes() {
                 b"model" => {
                     once(1)?;
                     env.model = s.opt_str()?;
@@ -75,10 +83,7 @@ pub(crate) fn scan_envelope(body: &[u8]) -> Option<Envelope<'_>> {
                     once(128)?;
                     s.lit(b"null")?;
                 }
-                _ => {
-                    std::str::from_utf8(key).ok()?;
-                    s.skip_value(0)?;
-                }
+                _ => s.skip_value(0)?,
             }
             s.ws();
             match s.next()? {
@@ -92,7 +97,10 @@ pub(crate) fn scan_envelope(body: &[u8]) -> Option<Envelope<'_>> {
     (s.i == s.b.len()).then_some(env)
 }
 
+/// A cursor over a body already known to be UTF-8; every position it
+/// slices at is next to an ASCII byte, so always a character boundary.
 struct Scan<'a> {
+    text: &'a str,
     b: &'a [u8],
     i: usize,
 }
@@ -127,14 +135,14 @@ impl<'a> Scan<'a> {
     /// The raw contents of a string whose opening quote was just read, and
     /// whether they hold escapes; the escapes are checked as serde_json
     /// checks them, control characters refused.
-    fn raw_str(&mut self) -> Option<(&'a [u8], bool)> {
+    fn raw_str(&mut self) -> Option<(&'a str, bool)> {
         let start = self.i;
         let mut escaped = false;
         loop {
             self.i += special_offset(&self.b[self.i..])?;
             match self.b[self.i] {
                 b'"' => {
-                    let raw = &self.b[start..self.i];
+                    let raw = self.text.get(start..self.i)?;
                     self.i += 1;
                     return Some((raw, escaped));
                 }
@@ -163,11 +171,10 @@ impl<'a> Scan<'a> {
         }
         self.eat(b'"')?;
         let (raw, escaped) = self.raw_str()?;
-        let text = std::str::from_utf8(raw).ok()?;
         Some(Some(if escaped {
-            Cow::Owned(unescape(text)?)
+            Cow::Owned(unescape(raw)?)
         } else {
-            Cow::Borrowed(text)
+            Cow::Borrowed(raw)
         }))
     }
 
@@ -211,8 +218,7 @@ impl<'a> Scan<'a> {
         match self.peek()? {
             b'"' => {
                 self.i += 1;
-                let (raw, _) = self.raw_str()?;
-                std::str::from_utf8(raw).ok().map(drop)
+                self.raw_str().map(drop)
             }
             b'n' => self.lit(b"null"),
             b't' => self.lit(b"true"),
@@ -228,8 +234,7 @@ impl<'a> Scan<'a> {
                 loop {
                     if open == b'{' {
                         self.eat(b'"')?;
-                        let (key, _) = self.raw_str()?;
-                        std::str::from_utf8(key).ok()?;
+                        self.raw_str()?;
                         self.ws();
                         self.eat(b':')?;
                         self.ws();
