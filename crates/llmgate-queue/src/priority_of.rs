@@ -47,6 +47,13 @@ pub trait PriorityOf {
     fn cost(&self) -> u64 {
         1
     }
+
+    /// [`priority`](Self::priority) and [`deadline`](Self::deadline)
+    /// together, what the queue reads of every request; override it when
+    /// both come from one lookup.
+    fn priority_and_deadline(&self) -> (Priority, Option<Instant>) {
+        (self.priority(), self.deadline())
+    }
 }
 
 impl<B> PriorityOf for http::Request<B> {
@@ -60,6 +67,10 @@ impl<B> PriorityOf for http::Request<B> {
 
     fn deadline(&self) -> Option<Instant> {
         meta(self).map(|m| m.deadline)
+    }
+
+    fn priority_and_deadline(&self) -> (Priority, Option<Instant>) {
+        meta(self).map_or((Priority::Normal, None), |m| (m.priority, Some(m.deadline)))
     }
 
     fn cost(&self) -> u64 {
@@ -85,6 +96,7 @@ mod tests {
         assert_eq!(bare.client_key(), None);
         assert_eq!(bare.deadline(), None);
         assert_eq!(bare.cost(), 1);
+        assert_eq!(bare.priority_and_deadline(), (Priority::Normal, None));
 
         let mut meta = RequestMeta::new(EndpointKind::Chat)
             .with_priority(Priority::Low)
@@ -98,5 +110,6 @@ mod tests {
         assert_eq!(req.client_key(), Some(ClientKey::from_id("a")));
         assert_eq!(req.deadline(), Some(deadline));
         assert_eq!(req.cost(), 150);
+        assert_eq!(req.priority_and_deadline(), (Priority::Low, Some(deadline)));
     }
 }

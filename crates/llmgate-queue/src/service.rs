@@ -237,10 +237,10 @@ where
         }
         let rec = &self.shared.recorder;
         let config = &self.shared.config;
-        let priority = req.priority();
+        let (priority, own_deadline) = req.priority_and_deadline();
         let now = Instant::now();
         let limit = now.checked_add(config.timeout).unwrap_or_else(|| now + FAR);
-        let deadline = req.deadline().map_or(limit, |d| d.min(limit));
+        let deadline = own_deadline.map_or(limit, |d| d.min(limit));
         if deadline <= now {
             rec.accepted();
             rec.timed_out(priority);
