@@ -1,6 +1,7 @@
 //! Idle HTTP/1.1 connections per replica, reused most-recent first.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -44,6 +45,9 @@ pub(crate) struct Conn {
     pub(crate) buf: BytesMut,
     /// Came from the pool (the replica may have closed it meanwhile).
     pub(crate) reused: bool,
+    /// The callers that may reuse it: those of the thread that opened it,
+    /// fixed when it is opened.
+    shard: Shard,
 }
 
 struct Idle {
@@ -59,13 +63,59 @@ type Shard = Option<std::thread::ThreadId>;
 
 fn current_shard() -> Shard {
     use tokio::runtime::{Handle, RuntimeFlavor};
+    thread_local! {
+        // `thread::current()` clones the thread's handle on every call.
+        static THREAD: std::thread::ThreadId = std::thread::current().id();
+    }
     match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::CurrentThread => {
-            Some(std::thread::current().id())
-        }
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::CurrentThread => Some(THREAD.with(|id| *id)),
         _ => None,
     }
 }
+
+/// Hashes the pool map's keys, replica authorities. They come from the
+/// configuration and discovery, never from clients, so the map needs no
+/// defence against chosen collisions; std's SipHash cost more than the
+/// rest of a checkout. A word-at-a-time multiply-rotate (as in rustc's
+/// FxHash), its high bits folded down at the end for the bucket index.
+#[derive(Default)]
+struct AuthorityHasher(u64);
+
+impl AuthorityHasher {
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for AuthorityHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            self.mix(u64::from_le_bytes(w));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(w));
+        }
+    }
+
+    fn write_u8(&mut self, b: u8) {
+        self.mix(u64::from(b));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 32)
+    }
+}
+
+type Authorities = BuildHasherDefault<AuthorityHasher>;
+
+/// One replica's idle connections, by shard.
+type Shards = Vec<(Shard, Vec<Idle>)>;
 
 /// The pool shared by every clone of an `Upstream`.
 pub(crate) struct Pool {
@@ -76,7 +126,7 @@ pub(crate) struct Pool {
 struct Idled {
     /// Per replica, per shard, most recent last. Shards are few (the I/O
     /// threads), so a list.
-    by_host: HashMap<std::sync::Arc<str>, Vec<(Shard, Vec<Idle>)>>,
+    by_host: HashMap<std::sync::Arc<str>, Shards, Authorities>,
     last_sweep: Instant,
 }
 
@@ -94,7 +144,7 @@ impl Pool {
         Pool {
             config,
             idle: Mutex::new(Idled {
-                by_host: HashMap::new(),
+                by_host: HashMap::default(),
                 last_sweep: Instant::now(),
             }),
         }
@@ -173,17 +223,19 @@ impl Pool {
             io,
             buf: BytesMut::new(),
             reused: false,
+            shard: current_shard(),
         })
     }
 
-    /// Returns a connection whose answer was read completely.
+    /// Returns a connection whose answer was read completely, to the shard
+    /// it was opened in (whichever thread finished reading the answer).
     pub(crate) fn checkin(&self, authority: &std::sync::Arc<str>, mut conn: Conn) {
         if conn.buf.capacity() > MAX_IDLE_BUFFER {
             conn.buf = BytesMut::new();
         }
         conn.reused = true;
         let now = Instant::now();
-        let shard = current_shard();
+        let shard = conn.shard;
         let mut expired = Vec::new();
         {
             let mut idle = self.idle.lock();
