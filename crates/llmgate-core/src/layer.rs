@@ -144,7 +144,7 @@ impl<S> Layer<S> for MetaLayer {
     fn layer(&self, inner: S) -> Self::Service {
         MetaService {
             inner,
-            config: self.config.clone(),
+            config: Arc::new(self.config.clone()),
         }
     }
 }
@@ -153,7 +153,8 @@ impl<S> Layer<S> for MetaLayer {
 #[derive(Clone)]
 pub struct MetaService<S> {
     inner: S,
-    config: MetaConfig,
+    // Shared: every request's future holds it until its body is read.
+    config: Arc<MetaConfig>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for MetaService<S> {
@@ -237,7 +238,7 @@ pin_project_lite::pin_project! {
             buf: BodyBuf,
             parts: Option<http::request::Parts>,
             inner: Option<S>,
-            config: MetaConfig,
+            config: Arc<MetaConfig>,
         },
         Calling { #[pin] fut: S::Future },
     }

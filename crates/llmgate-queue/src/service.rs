@@ -1,6 +1,7 @@
 //! [`PriorityQueue`]: the always-ready service that enqueues in `call`.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -33,8 +34,6 @@ pub(crate) struct Locked<Req, F> {
     pub(crate) worker: Option<Waker>,
     /// Set once the queue accepts nothing more (inner failure, worker gone).
     pub(crate) closed: Option<QueueError>,
-    /// Live `PriorityQueue` clones; the worker exits at zero once drained.
-    pub(crate) handles: usize,
 }
 
 /// Shared by the service clones, their futures and the worker.
@@ -42,6 +41,11 @@ pub(crate) struct Shared<Req, F> {
     pub(crate) locked: Mutex<Locked<Req, F>>,
     pub(crate) recorder: Recorder,
     pub(crate) config: Arc<Config>,
+    /// Live `PriorityQueue` clones; the worker exits at zero once drained.
+    /// Outside the lock because the stack is cloned for every request: the
+    /// last drop takes the lock to wake the worker, and the worker reads
+    /// the count under the lock, so it either sees zero or is woken after.
+    pub(crate) handles: AtomicUsize,
 }
 
 impl<Req, F> Shared<Req, F> {
@@ -147,10 +151,10 @@ where
                 queue: State::new(config.limits.clone()),
                 worker: None,
                 closed: None,
-                handles: 1,
             }),
             recorder: Recorder::new(handle),
             config,
+            handles: AtomicUsize::new(1),
         });
         let inner = Arc::new(Mutex::new(inner));
         let worker = Worker::new(inner.clone(), shared.clone());
@@ -304,7 +308,7 @@ where
     S: Service<Req>,
 {
     fn clone(&self) -> Self {
-        self.shared.locked.lock().handles += 1;
+        self.shared.handles.fetch_add(1, Ordering::Relaxed);
         PriorityQueue {
             shared: self.shared.clone(),
             inner: self.inner.clone(),
@@ -319,15 +323,10 @@ where
     S: Service<Req>,
 {
     fn drop(&mut self) {
-        let waker = {
-            let mut g = self.shared.locked.lock();
-            g.handles -= 1;
-            if g.handles == 0 {
-                g.worker.take()
-            } else {
-                None
-            }
-        };
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let waker = self.shared.locked.lock().worker.take();
         if let Some(w) = waker {
             w.wake();
         }

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -107,7 +108,8 @@ where
                     g.worker = Some(cx.waker().clone());
                 }
                 let empty = g.queue.is_empty();
-                (!empty, g.queue.next_timer(), empty && g.handles == 0)
+                let orphaned = shared.handles.load(Ordering::Acquire) == 0;
+                (!empty, g.queue.next_timer(), empty && orphaned)
             };
             for e in expired.drain(..) {
                 shared.recorder.timed_out(e.original);

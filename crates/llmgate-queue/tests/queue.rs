@@ -288,6 +288,26 @@ async fn dropped_worker_closes_the_queue() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_worker_drains_then_exits_once_every_queue_clone_is_gone() {
+    let gate = Gate::new();
+    let layer = layer().build::<Job>();
+    let (mut q, worker) = PriorityQueue::pair(gate.clone(), &layer);
+    let worker = tokio::spawn(worker);
+    let clones: Vec<_> = (0..3).map(|_| q.clone()).collect();
+    let waiting = q.call(Job::new(1, Normal));
+    drop(clones);
+    settle().await;
+    assert!(!worker.is_finished(), "a handle is still alive");
+    drop(q);
+    settle().await;
+    assert!(!worker.is_finished(), "a request is still queued");
+    gate.allow(1);
+    assert_eq!(waiting.await.unwrap(), 1);
+    settle().await;
+    assert!(worker.is_finished(), "no handle and nothing queued");
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_empty_queue_calls_a_ready_inner_service_directly_and_never_lets_one_pass() {
     let gate = Gate::new();
     let layer = layer().build::<Job>();
