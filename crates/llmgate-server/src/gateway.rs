@@ -271,8 +271,6 @@ pub struct ConnectionService {
     gateway: GatewayService,
     router: Router,
     peer: SocketAddr,
-    /// Why the stack was not ready, for the next proxied request.
-    not_ready: Option<BoxError>,
 }
 
 impl ConnectionService {
@@ -284,7 +282,6 @@ impl ConnectionService {
             app,
             router,
             peer,
-            not_ready: None,
         }
     }
 }
@@ -302,12 +299,11 @@ where
 
     fn poll_ready(
         &mut self,
-        cx: &mut std::task::Context<'_>,
+        _cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
-        // The router is always ready; the stack's readiness is what a
-        // proxied request needs, and a failure of it is that request's
-        // answer.
-        self.not_ready = std::task::ready!(self.gateway.poll_ready(cx)).err();
+        // Always ready: `/health` and `/ready` must answer even while the
+        // stack is saturated; a proxied request waits for the stack in its
+        // own future, where a client that leaves or a shutdown cancels it.
         std::task::Poll::Ready(Ok(()))
     }
 
@@ -322,12 +318,27 @@ where
         let priority = prepare(&self.app, &mut req);
         let start = tokio::time::Instant::now();
         let app = self.app.clone();
-        if let Some(e) = self.not_ready.take() {
-            return Box::pin(async move { Ok(finish(&app, Err(e), priority, start)) });
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match self.gateway.poll_ready(&mut cx) {
+            // The common case: the connection's copy of the stack serves
+            // the request at once, with no copy per request.
+            std::task::Poll::Ready(Ok(())) => {
+                let fut = self.gateway.call(req);
+                Box::pin(async move { Ok(finish(&app, fut.await, priority, start)) })
+            }
+            std::task::Poll::Ready(Err(e)) => {
+                Box::pin(async move { Ok(finish(&app, Err(e), priority, start)) })
+            }
+            // Not ready: a copy of the stack waits with this request, and
+            // the connection's own stays free for the next.
+            std::task::Poll::Pending => {
+                let stack = self.app.gateway.clone();
+                Box::pin(async move {
+                    let result = stack.oneshot(req).await;
+                    Ok(finish(&app, result, priority, start))
+                })
+            }
         }
-        // The server polled readiness just before this call.
-        let fut = self.gateway.call(req);
-        Box::pin(async move { Ok(finish(&app, fut.await, priority, start)) })
     }
 }
 
@@ -372,6 +383,10 @@ mod tests {
             let res: Response = (StatusCode::OK, key.as_str().to_string()).into_response();
             Ok::<_, BoxError>(res)
         }));
+        connection_service_over(gateway, peer)
+    }
+
+    fn connection_service_over(gateway: GatewayService, peer: SocketAddr) -> ConnectionService {
         let fleet = Fleet::new(llmgate_balance::FleetConfig::default(), Vec::new()).unwrap();
         let app = Arc::new(AppState {
             gateway,
@@ -398,6 +413,57 @@ mod tests {
         let status = res.status();
         let body = res.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A stack that is never ready, like a balancer whose replicas are
+    /// all at their cap with the queue off.
+    #[derive(Clone)]
+    struct NeverReady;
+
+    impl Service<Request<Body>> for NeverReady {
+        type Response = Response;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<Response, BoxError>>;
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), BoxError>> {
+            std::task::Poll::Pending
+        }
+        fn call(&mut self, _: Request<Body>) -> Self::Future {
+            unreachable!("called while not ready")
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn health_answers_while_the_stack_is_not_ready_and_api_requests_wait() {
+        let peer: SocketAddr = "127.0.0.1:4242".parse().unwrap();
+        let mut svc = connection_service_over(GatewayService::new(NeverReady), peer);
+        // On the paused clock a service that waits fails this at once.
+        let health = tokio::time::timeout(Duration::from_secs(5), call(&mut svc, "GET", "/health"));
+        assert_eq!(
+            health.await.expect("/health waited for the stack"),
+            (StatusCode::OK, "ok".into())
+        );
+        let req = Request::builder()
+            .method("POST")
+            .uri("/v1/completions")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let mut waiting = svc.call(req);
+        for _ in 0..3 {
+            let polled =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(waiting.as_mut().poll(cx))).await;
+            assert!(
+                polled.is_pending(),
+                "answered while the stack was not ready"
+            );
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            call(&mut svc, "GET", "/ready").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 
     #[tokio::test]
