@@ -309,6 +309,61 @@ impl<'a> Iterator for Values<'a> {
     }
 }
 
+/// The header name `token` spells, for names most heads carry; `None` for
+/// the rest, which take `HeaderName::from_bytes`. That lowercases the name
+/// a byte at a time into a scratch buffer and then matches it against
+/// every standard name; this compares a word at a time against a few.
+///
+/// `token` is a field name httparse accepted, so a token. OR-ing 0x20
+/// into a token byte gives a lowercase letter only from that letter in
+/// either case, and `-` only from `-` (the other byte it comes from, CR,
+/// is no token byte): the comparison is ASCII case-insensitive equality,
+/// the same match `from_bytes` makes.
+fn common_name(token: &[u8]) -> Option<HeaderName> {
+    let is = |lower: &[u8]| eq_lowercase(token, lower);
+    Some(match token.len() {
+        4 if is(b"host") => header::HOST,
+        4 if is(b"date") => header::DATE,
+        6 if is(b"server") => header::SERVER,
+        6 if is(b"accept") => header::ACCEPT,
+        10 if is(b"connection") => header::CONNECTION,
+        10 if is(b"user-agent") => header::USER_AGENT,
+        12 if is(b"content-type") => header::CONTENT_TYPE,
+        13 if is(b"authorization") => header::AUTHORIZATION,
+        14 if is(b"content-length") => header::CONTENT_LENGTH,
+        15 if is(b"accept-encoding") => header::ACCEPT_ENCODING,
+        17 if is(b"transfer-encoding") => header::TRANSFER_ENCODING,
+        _ => return None,
+    })
+}
+
+/// Whether `token`, of `lower`'s length (at least 4), spells `lower` (lower
+/// case letters and `-`) in any case; see [`common_name`].
+#[inline(always)]
+fn eq_lowercase(token: &[u8], lower: &[u8]) -> bool {
+    let n = lower.len();
+    if n < 8 {
+        let word =
+            |s: &[u8], at: usize| u32::from_le_bytes([s[at], s[at + 1], s[at + 2], s[at + 3]]);
+        return word(token, 0) | 0x2020_2020 == word(lower, 0)
+            && word(token, n - 4) | 0x2020_2020 == word(lower, n - 4);
+    }
+    let word = |s: &[u8], at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&s[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    let mut at = 0;
+    while at + 8 < n {
+        if word(token, at) | 0x2020_2020_2020_2020 != word(lower, at) {
+            return false;
+        }
+        at += 8;
+    }
+    // The last word overlaps the one before when `n` is no multiple of 8.
+    word(token, n - 8) | 0x2020_2020_2020_2020 == word(lower, n - 8)
+}
+
 fn headers_from_spans(
     spans: &[Span],
     head: &Bytes,
@@ -317,12 +372,15 @@ fn headers_from_spans(
     let mut headers = HeaderMap::with_capacity(spans.len());
     for &(ns, nl, vs, vl) in spans {
         let name_bytes = &head[ns as usize..(ns + nl) as usize];
-        let name = HeaderName::from_bytes(name_bytes).map_err(|_| {
-            bad(format!(
-                "header name {:?}",
-                String::from_utf8_lossy(name_bytes)
-            ))
-        })?;
+        let name = match common_name(name_bytes) {
+            Some(name) => name,
+            None => HeaderName::from_bytes(name_bytes).map_err(|_| {
+                bad(format!(
+                    "header name {:?}",
+                    String::from_utf8_lossy(name_bytes)
+                ))
+            })?,
+        };
         if name == header::CONTENT_LENGTH {
             noted.content_length.note(vs, vl);
         } else if name == header::TRANSFER_ENCODING {
@@ -1152,6 +1210,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn common_names_match_as_from_bytes_does() {
+        let names = [
+            "host",
+            "date",
+            "server",
+            "accept",
+            "connection",
+            "user-agent",
+            "content-type",
+            "authorization",
+            "content-length",
+            "accept-encoding",
+            "transfer-encoding",
+        ];
+        for name in names {
+            for spelled in [
+                name.to_string(),
+                name.to_ascii_uppercase(),
+                name.split('-')
+                    .map(|w| w[..1].to_ascii_uppercase() + &w[1..])
+                    .collect::<Vec<_>>()
+                    .join("-"),
+            ] {
+                let fast = common_name(spelled.as_bytes());
+                assert_eq!(
+                    fast,
+                    Some(HeaderName::from_bytes(spelled.as_bytes()).unwrap())
+                );
+            }
+            // One byte off, anywhere, is another name (or none).
+            for at in 0..name.len() {
+                for b in (0..=255u8).filter(|b| b.is_ascii_graphic()) {
+                    let mut near = name.as_bytes().to_vec();
+                    near[at] = b;
+                    if let (Some(fast), Ok(slow)) =
+                        (common_name(&near), HeaderName::from_bytes(&near))
+                    {
+                        assert_eq!(fast, slow, "{:?}", String::from_utf8_lossy(&near));
+                    }
+                }
+            }
+        }
+        assert_eq!(common_name(b"x-request-id"), None);
+        assert_eq!(common_name(b"content_length"), None);
+        assert_eq!(common_name(b"expect"), None);
     }
 
     #[test]
