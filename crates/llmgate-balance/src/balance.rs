@@ -574,15 +574,20 @@ where
         let req = self.req.take().expect("polled after completion");
         let shared = self.shared.clone();
         let mut g = shared.lock();
-        match g.dispatch(Some(cx.waker()), req) {
-            Ok(fut) => Poll::Ready(Ok(fut)),
-            Err((_, Some(no))) => Poll::Ready(Err(no.into())),
-            Err((req, None)) => {
-                drop(g);
-                self.req = Some(req);
-                Poll::Pending
+        let mut req = req;
+        // Twice: a slot freed between the first attempt's look at the
+        // endpoints and its waker's registration woke nobody; the second
+        // attempt, made with the waker registered, sees it.
+        for _ in 0..2 {
+            match g.dispatch(Some(cx.waker()), req) {
+                Ok(fut) => return Poll::Ready(Ok(fut)),
+                Err((_, Some(no))) => return Poll::Ready(Err(no.into())),
+                Err((back, None)) => req = back,
             }
         }
+        drop(g);
+        self.req = Some(req);
+        Poll::Pending
     }
 }
 
