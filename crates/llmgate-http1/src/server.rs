@@ -45,7 +45,10 @@ pub struct ServerConfig {
     /// the connections: each connection stays on the thread with the
     /// fewest when it was accepted. `None` runs them on the caller's
     /// runtime. Connections on these threads run on real time even when
-    /// the caller's clock is paused.
+    /// the caller's clock is paused. Timers a request creates there (a
+    /// timeout, a breaker's cool-down) belong to that thread's runtime,
+    /// which stops when `serve` returns: a service that outlives `serve`
+    /// must not poll such a timer afterwards (tokio panics when it is).
     pub io_threads: Option<NonZeroUsize>,
 }
 
