@@ -34,7 +34,11 @@ pub fn poll_fill(
         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
         Poll::Ready(Ok(())) => {}
     }
-    if buf.capacity() - buf.len() < MIN_READ_SPACE {
+    if buf.capacity() == 0 {
+        // Given up while waiting (or never had one): a fresh allocation,
+        // without `reserve`'s bookkeeping for a buffer that holds bytes.
+        *buf = BytesMut::with_capacity(read_size);
+    } else if buf.capacity() - buf.len() < MIN_READ_SPACE {
         buf.reserve(read_size);
     }
     match pin!(io.read_buf(buf)).poll(cx) {
