@@ -399,11 +399,11 @@ fn build_meta(
     // client key and empty prefix list are allocations overwritten here.
     let meta = RequestMeta {
         kind,
-        model: parsed.model.as_deref().map(Arc::from),
+        model: parsed.model.as_deref().map(shared_model),
         stream: parsed.stream,
         max_tokens: parsed.max_tokens,
         prompt_tokens: parsed.prompt_tokens,
-        prefix_hashes: Arc::from(parsed.prefix_hashes),
+        prefix_hashes: shared_hashes(parsed.prefix_hashes),
         priority,
         client,
         session: header_session.or_else(|| parsed.user.as_deref().map(Arc::from)),
@@ -411,6 +411,38 @@ fn build_meta(
         deadline: arrival + timeout,
     };
     Ok(meta)
+}
+
+/// `model` as an `Arc`. A gateway sees the same few model names over and
+/// over: each thread keeps the last one and hands out clones of it while
+/// requests repeat it, instead of allocating a copy per request.
+fn shared_model(name: &str) -> Arc<str> {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some(m) if **m == *name => m.clone(),
+            _ => {
+                let m = Arc::<str>::from(name);
+                *last = Some(m.clone());
+                m
+            }
+        }
+    })
+}
+
+/// `hashes` as an `Arc`; short prompts have none, and every thread shares
+/// one empty list for them instead of allocating one per request.
+fn shared_hashes(hashes: Vec<u64>) -> Arc<[u64]> {
+    if !hashes.is_empty() {
+        return Arc::from(hashes);
+    }
+    thread_local! {
+        static EMPTY: Arc<[u64]> = Arc::from(Vec::new());
+    }
+    EMPTY.with(Arc::clone)
 }
 
 /// The first value of each header [`build_meta`] reads.

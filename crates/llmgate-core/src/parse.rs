@@ -160,10 +160,10 @@ pub(crate) fn parse_borrowed<'a>(
     estimator: &dyn TokenEstimator,
     block_chars: usize,
 ) -> Result<Parsed<'a>, MetaError> {
-    let env = match scan_envelope(body) {
-        Some(env) => env,
-        None => serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?,
-    };
+    let mut env = Envelope::default();
+    if !scan_envelope(body, &mut env) {
+        env = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+    }
     let prompt = match kind {
         EndpointKind::Completions => {
             let p = env

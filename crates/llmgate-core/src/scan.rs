@@ -18,8 +18,46 @@ use crate::parse::{Envelope, PromptField};
 /// serde_json (whose own limit is 128).
 const MAX_SKIP_DEPTH: u32 = 16;
 
-/// The envelope of `body` when it has the common shape, `None` otherwise.
-pub(crate) fn scan_envelope(body: &[u8]) -> Option<Envelope<'_>> {
+/// The fields llmgate reads, by their bit in the set of fields seen.
+const MODEL: u8 = 1;
+const STREAM: u8 = 2;
+const MAX_TOKENS: u8 = 4;
+const MAX_COMPLETION_TOKENS: u8 = 8;
+const USER: u8 = 16;
+const PROMPT: u8 = 32;
+const INPUT: u8 = 64;
+const MESSAGES: u8 = 128;
+
+/// The known field whose name (and closing quote) starts `rest`, and the
+/// length of both. Tried before reading the name as a string: most names
+/// in a body are these, and this costs a compare or two.
+fn known_field(rest: &[u8]) -> Option<(u8, usize)> {
+    let candidates: &[(&[u8], u8)] = match rest.first()? {
+        b'm' => &[
+            (b"model\"", MODEL),
+            (b"max_tokens\"", MAX_TOKENS),
+            (b"messages\"", MESSAGES),
+            (b"max_completion_tokens\"", MAX_COMPLETION_TOKENS),
+        ],
+        b'p' => &[(b"prompt\"", PROMPT)],
+        b's' => &[(b"stream\"", STREAM)],
+        b'u' => &[(b"user\"", USER)],
+        b'i' => &[(b"input\"", INPUT)],
+        _ => return None,
+    };
+    candidates
+        .iter()
+        .find(|(name, _)| rest.starts_with(name))
+        .map(|&(name, field)| (field, name.len()))
+}
+
+/// Reads the envelope of `body` into `env` when the body has the common
+/// shape; `false` (with `env` partly filled) otherwise.
+pub(crate) fn scan_envelope<'a>(body: &'a [u8], env: &mut Envelope<'a>) -> bool {
+    scan_into(body, env).is_some()
+}
+
+fn scan_into<'a>(body: &'a [u8], env: &mut Envelope<'a>) -> Option<()> {
     // One check of the whole body (fast for ASCII) instead of one per
     // string; serde_json would accept stray bytes in a skipped string, but
     // giving up on those is merely slower.
@@ -29,60 +67,44 @@ pub(crate) fn scan_envelope(body: &[u8]) -> Option<Envelope<'_>> {
         b: body,
         i: 0,
     };
-    let mut env = Envelope::default();
     // Which known fields were seen: serde refuses a duplicate, null or not.
     let mut seen = 0u8;
-    let mut once = |bit: u8| {
-        let first = seen & bit == 0;
-        seen |= bit;
-        first.then_some(())
-    };
     s.ws();
     s.eat(b'{')?;
     s.ws();
     if s.eat(b'}').is_none() {
         loop {
             s.eat(b'"')?;
-            let (key, escaped) = s.raw_str()?;
-            if escaped {
+            let field = match known_field(&s.b[s.i..]) {
+                Some((field, len)) => {
+                    s.i += len;
+                    field
+                }
+                None => {
+                    // A name with escapes might still spell a known one.
+                    let (_, escaped) = s.raw_str()?;
+                    if escaped {
+                        return None;
+                    }
+                    0
+                }
+            };
+            if seen & field != 0 {
                 return None;
             }
+            seen |= field;
             s.ws();
             s.eat(b':')?;
             s.ws();
-            match key.as_bytes() {
-                b"model" => {
-                    once(1)?;
-                    env.model = s.opt_str()?;
-                }
-                b"stream" => {
-                    once(2)?;
-                    env.stream = s.opt_bool()?;
-                }
-                b"max_tokens" => {
-                    once(4)?;
-                    env.max_tokens = s.opt_u32()?;
-                }
-                b"max_completion_tokens" => {
-                    once(8)?;
-                    env.max_completion_tokens = s.opt_u32()?;
-                }
-                b"user" => {
-                    once(16)?;
-                    env.user = s.opt_str()?;
-                }
-                b"prompt" => {
-                    once(32)?;
-                    env.prompt = s.opt_str()?.map(PromptField::Str);
-                }
-                b"input" => {
-                    once(64)?;
-                    env.input = s.opt_str()?.map(PromptField::Str);
-                }
-                b"messages" => {
-                    once(128)?;
-                    s.lit(b"null")?;
-                }
+            match field {
+                MODEL => env.model = s.opt_str()?,
+                STREAM => env.stream = s.opt_bool()?,
+                MAX_TOKENS => env.max_tokens = s.opt_u32()?,
+                MAX_COMPLETION_TOKENS => env.max_completion_tokens = s.opt_u32()?,
+                USER => env.user = s.opt_str()?,
+                PROMPT => env.prompt = s.opt_str()?.map(PromptField::Str),
+                INPUT => env.input = s.opt_str()?.map(PromptField::Str),
+                MESSAGES => s.lit(b"null")?,
                 _ => s.skip_value(0)?,
             }
             s.ws();
@@ -94,7 +116,7 @@ pub(crate) fn scan_envelope(body: &[u8]) -> Option<Envelope<'_>> {
         }
     }
     s.ws();
-    (s.i == s.b.len()).then_some(env)
+    (s.i == s.b.len()).then_some(())
 }
 
 /// A cursor over a body already known to be UTF-8; every position it
@@ -411,9 +433,10 @@ mod tests {
 
     /// Whenever the scanner answers, serde_json answers the same.
     fn agrees(body: &[u8]) -> bool {
-        let Some(fast) = scan_envelope(body) else {
+        let mut fast = Envelope::default();
+        if !scan_envelope(body, &mut fast) {
             return false;
-        };
+        }
         let slow: Envelope<'_> = serde_json::from_slice(body).unwrap_or_else(|e| {
             panic!(
                 "{:?}: scanner read what serde refuses: {e}",
@@ -437,11 +460,16 @@ mod tests {
             r#" { "model" : "m" , "prompt" : "p\n\"q\"\u00e9\ud83d\ude00" , "stream" : true , "user" : null } "#,
             r#"{"input":"x","max_completion_tokens":0,"stop":["\n",{"a":[1.5e-3,-0,true,null]}],"logit_bias":{}}"#,
             r#"{}"#,
+            r#"{"models":5,"prompts":[1],"user_id":"x","inputs":{},"m":1,"prompt":"p"}"#,
             r#"{"messages":null,"prompt":null,"max_tokens":4294967295,"n":-12.25E+2,"x":"\u0000"}"#,
         ] {
             assert!(agrees(body.as_bytes()), "{body}");
         }
-        let env = scan_envelope(br#"{"model":"m","prompt":"plain"}"#).unwrap();
+        let mut env = Envelope::default();
+        assert!(scan_envelope(
+            br#"{"model":"m","prompt":"plain"}"#,
+            &mut env
+        ));
         assert!(matches!(env.model, Some(Cow::Borrowed("m"))));
         assert!(matches!(
             env.prompt,
