@@ -50,7 +50,7 @@ fn fields_len(headers: &HeaderMap) -> usize {
 }
 
 /// Writes every field of `headers` that `skip` does not exclude.
-fn encode_fields(headers: &HeaderMap, skip: fn(&HeaderName) -> bool, out: &mut Vec<u8>) {
+fn encode_fields(headers: &HeaderMap, skip: impl Fn(&HeaderName) -> bool, out: &mut Vec<u8>) {
     for (name, value) in headers {
         if !skip(name) {
             encode_field(name.as_str().as_bytes(), value.as_bytes(), out);
@@ -281,6 +281,7 @@ impl Seen {
     /// The field's values in order. A field that occurs once (or not at
     /// all) is read from the head itself; only repeated ones go through
     /// the map.
+    #[inline]
     fn values<'a>(&self, head: &'a [u8], headers: &'a HeaderMap, name: HeaderName) -> Values<'a> {
         match self.count {
             0 => Values::One(None),
@@ -338,7 +339,10 @@ fn common_name(token: &[u8]) -> Option<HeaderName> {
 }
 
 /// Whether `token`, of `lower`'s length (at least 4), spells `lower` (lower
-/// case letters and `-`) in any case; see [`common_name`].
+/// case letters and `-`) in any case. OR-ing 0x20 into a byte gives a
+/// lowercase letter only from that letter in either case, and `-` only
+/// from `-` or CR; CR is in no field name or value, so this is exact for
+/// both (see also [`common_name`]).
 #[inline(always)]
 fn eq_lowercase(token: &[u8], lower: &[u8]) -> bool {
     let n = lower.len();
@@ -527,11 +531,11 @@ fn keep_alive_in<'a>(values: impl Iterator<Item = &'a [u8]>, version: Version) -
     let mut keep = false;
     for v in values {
         // A single token, the usual shape, needs no splitting.
-        if v.eq_ignore_ascii_case(b"keep-alive") {
+        if v.len() == 10 && eq_lowercase(v, b"keep-alive") {
             keep = true;
             continue;
         }
-        if v.eq_ignore_ascii_case(b"close") {
+        if v.len() == 5 && eq_lowercase(v, b"close") {
             close = true;
             continue;
         }
