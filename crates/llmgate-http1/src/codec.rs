@@ -281,16 +281,21 @@ impl Seen {
     /// The field's values in order. A field that occurs once (or not at
     /// all) is read from the head itself; only repeated ones go through
     /// the map.
-    #[inline]
+    #[inline(always)]
     fn values<'a>(&self, head: &'a [u8], headers: &'a HeaderMap, name: HeaderName) -> Values<'a> {
         match self.count {
             0 => Values::One(None),
             1 => Values::One(Some(
                 &head[self.start as usize..(self.start + self.len) as usize],
             )),
-            _ => Values::Many(headers.get_all(name).iter()),
+            _ => repeated(headers, name),
         }
     }
+}
+
+#[inline(never)]
+fn repeated(headers: &HeaderMap, name: HeaderName) -> Values<'_> {
+    Values::Many(headers.get_all(name).iter())
 }
 
 /// The values of one field, as bytes.
@@ -459,34 +464,39 @@ pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Protoco
 }
 
 /// [`content_length`] over the field's values.
+#[inline]
 fn content_length_in<'a>(
     values: impl Iterator<Item = &'a [u8]>,
 ) -> Result<Option<u64>, ProtocolError> {
     let mut length: Option<u64> = None;
     for v in values {
         // A single number, the usual shape, needs no splitting.
-        if let Some(n) = decimal(v) {
-            if length.is_some_and(|l| l != n) {
-                return Err(bad("conflicting content-length values"));
-            }
-            length = Some(n);
-            continue;
-        }
-        for part in v.split(|b| *b == b',') {
-            let part = part.trim_ascii();
-            let n = decimal(part).ok_or_else(|| {
-                bad(format!(
-                    "content-length {:?}",
-                    String::from_utf8_lossy(part)
-                ))
-            })?;
-            if length.is_some_and(|l| l != n) {
-                return Err(bad("conflicting content-length values"));
-            }
-            length = Some(n);
+        match decimal(v) {
+            Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+            _ => length_parts(v, &mut length)?,
         }
     }
     Ok(length)
+}
+
+/// Adds the comma-separated lengths of one `Content-Length` value to
+/// `length`.
+#[inline(never)]
+fn length_parts(value: &[u8], length: &mut Option<u64>) -> Result<(), ProtocolError> {
+    for part in value.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        let n = decimal(part).ok_or_else(|| {
+            bad(format!(
+                "content-length {:?}",
+                String::from_utf8_lossy(part)
+            ))
+        })?;
+        if length.is_some_and(|l| l != n) {
+            return Err(bad("conflicting content-length values"));
+        }
+        *length = Some(n);
+    }
+    Ok(())
 }
 
 /// A non-empty run of ASCII digits as a number; `None` for anything else
@@ -526,6 +536,7 @@ pub(crate) fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
 }
 
 /// [`keep_alive`] over the `Connection` field's values.
+#[inline]
 fn keep_alive_in<'a>(values: impl Iterator<Item = &'a [u8]>, version: Version) -> bool {
     let mut close = false;
     let mut keep = false;
@@ -533,21 +544,26 @@ fn keep_alive_in<'a>(values: impl Iterator<Item = &'a [u8]>, version: Version) -
         // A single token, the usual shape, needs no splitting.
         if v.len() == 10 && eq_lowercase(v, b"keep-alive") {
             keep = true;
-            continue;
-        }
-        if v.len() == 5 && eq_lowercase(v, b"close") {
+        } else if v.len() == 5 && eq_lowercase(v, b"close") {
             close = true;
-            continue;
-        }
-        for token in v.split(|b| *b == b',') {
-            let token = token.trim_ascii();
-            close |= token.eq_ignore_ascii_case(b"close");
-            keep |= token.eq_ignore_ascii_case(b"keep-alive");
+        } else {
+            connection_tokens(v, &mut close, &mut keep);
         }
     }
     match version {
         Version::HTTP_10 => keep && !close,
         _ => !close,
+    }
+}
+
+/// Notes `close` and `keep-alive` among the comma-separated tokens of one
+/// `Connection` value.
+#[inline(never)]
+fn connection_tokens(value: &[u8], close: &mut bool, keep: &mut bool) {
+    for token in value.split(|b| *b == b',') {
+        let token = token.trim_ascii();
+        *close |= token.eq_ignore_ascii_case(b"close");
+        *keep |= token.eq_ignore_ascii_case(b"keep-alive");
     }
 }
 
