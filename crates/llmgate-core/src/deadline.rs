@@ -62,13 +62,14 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let timer = req
-            .extensions()
-            .get::<RequestMeta>()
-            .map(|m| (m.arrival, Box::pin(tokio::time::sleep_until(m.deadline))));
+        let (arrival, sleep) = match req.extensions().get::<RequestMeta>() {
+            Some(m) => (Some(m.arrival), Some(tokio::time::sleep_until(m.deadline))),
+            None => (None, None),
+        };
         DeadlineFuture {
             inner: self.inner.call(req),
-            timer,
+            sleep,
+            arrival,
         }
     }
 }
@@ -78,7 +79,10 @@ pin_project_lite::pin_project! {
     pub struct DeadlineFuture<F> {
         #[pin]
         inner: F,
-        timer: Option<(Instant, Pin<Box<Sleep>>)>,
+        // Inline rather than boxed: one allocation less per request.
+        #[pin]
+        sleep: Option<Sleep>,
+        arrival: Option<Instant>,
     }
 }
 
@@ -94,9 +98,9 @@ where
         if let Poll::Ready(r) = this.inner.poll(cx) {
             return Poll::Ready(r.map_err(Into::into));
         }
-        if let Some((arrival, sleep)) = this.timer {
-            if sleep.as_mut().poll(cx).is_ready() {
-                let waited = Instant::now().saturating_duration_since(*arrival);
+        if let (Some(sleep), Some(arrival)) = (this.sleep.as_pin_mut(), *this.arrival) {
+            if sleep.poll(cx).is_ready() {
+                let waited = Instant::now().saturating_duration_since(arrival);
                 return Poll::Ready(Err(RequestTimeout { waited }.into()));
             }
         }
