@@ -55,6 +55,7 @@ struct MetaConfig {
     body_limit: usize,
     default_timeout: Duration,
     block_chars: usize,
+    prefix_hashes: bool,
     estimator: Arc<dyn TokenEstimator>,
     default_priority: Option<Arc<dyn DefaultPriority>>,
 }
@@ -82,6 +83,7 @@ impl fmt::Debug for MetaLayer {
             .field("body_limit", &self.config.body_limit)
             .field("default_timeout", &self.config.default_timeout)
             .field("block_chars", &self.config.block_chars)
+            .field("prefix_hashes", &self.config.prefix_hashes)
             .finish_non_exhaustive()
     }
 }
@@ -94,13 +96,14 @@ impl Default for MetaLayer {
 
 impl MetaLayer {
     /// Defaults: 8 MiB body limit, 300 s request timeout, 64-character prefix
-    /// blocks, chars/4 token estimate, every client at `Normal`.
+    /// blocks (hashed), chars/4 token estimate, every client at `Normal`.
     pub fn new() -> MetaLayer {
         MetaLayer {
             config: MetaConfig {
                 body_limit: DEFAULT_BODY_LIMIT,
                 default_timeout: DEFAULT_REQUEST_TIMEOUT,
                 block_chars: DEFAULT_BLOCK_CHARS,
+                prefix_hashes: true,
                 estimator: Arc::new(CharsPerToken::default()),
                 default_priority: None,
             },
@@ -122,6 +125,15 @@ impl MetaLayer {
     /// Prefix block size in characters.
     pub fn block_chars(mut self, chars: usize) -> Self {
         self.config.block_chars = chars.max(1);
+        self
+    }
+
+    /// Whether to hash prompt prefixes into [`RequestMeta::prefix_hashes`]
+    /// (on by default). Hashing reads every byte of a prompt, so a stack
+    /// whose balancer ignores prefixes (anything but cache affinity) can
+    /// turn it off; the hashes are then empty.
+    pub fn prefix_hashes(mut self, enabled: bool) -> Self {
+        self.config.prefix_hashes = enabled;
         self
     }
 
@@ -391,7 +403,8 @@ fn build_meta(
         .map(Arc::<str>::from);
     // Paths outside the OpenAI routes carry no body llmgate reads.
     let parsed = if kind != EndpointKind::Other {
-        parse_borrowed(kind, body, config.estimator.as_ref(), config.block_chars)?
+        let block_chars = config.prefix_hashes.then_some(config.block_chars);
+        parse_borrowed(kind, body, config.estimator.as_ref(), block_chars)?
     } else {
         Parsed::default()
     };

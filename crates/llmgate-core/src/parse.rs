@@ -130,7 +130,7 @@ pub fn parse_body(
     estimator: &dyn TokenEstimator,
     block_chars: usize,
 ) -> Result<ParsedBody, MetaError> {
-    let p = parse_borrowed(kind, body, estimator, block_chars)?;
+    let p = parse_borrowed(kind, body, estimator, Some(block_chars))?;
     Ok(ParsedBody {
         model: p.model.map(Cow::into_owned),
         stream: p.stream,
@@ -153,12 +153,13 @@ pub(crate) struct Parsed<'a> {
     pub(crate) prefix_hashes: Vec<u64>,
 }
 
-/// [`parse_body`] without the owned copies.
+/// [`parse_body`] without the owned copies, and without prefix hashes when
+/// `block_chars` is `None`.
 pub(crate) fn parse_borrowed<'a>(
     kind: EndpointKind,
     body: &'a [u8],
     estimator: &dyn TokenEstimator,
-    block_chars: usize,
+    block_chars: Option<usize>,
 ) -> Result<Parsed<'a>, MetaError> {
     let mut env = Envelope::default();
     if !scan_envelope(body, &mut env) {
@@ -183,11 +184,12 @@ pub(crate) fn parse_borrowed<'a>(
         }
         EndpointKind::Other => Prompt::Text(Cow::Borrowed("")),
     };
-    let (prompt_tokens, prefix_hashes) = match &prompt {
-        Prompt::Text(t) => (estimator.estimate(t), text_block_hashes(t, block_chars)),
-        Prompt::Tokens(ids) => (
+    let (prompt_tokens, prefix_hashes) = match (&prompt, block_chars) {
+        (Prompt::Text(t), Some(chars)) => (estimator.estimate(t), text_block_hashes(t, chars)),
+        (Prompt::Text(t), None) => (estimator.estimate(t), Vec::new()),
+        (Prompt::Tokens(ids), chars) => (
             ids.len().min(u32::MAX as usize) as u32,
-            token_block_hashes(ids, (block_chars / 4).max(1)),
+            chars.map_or_else(Vec::new, |c| token_block_hashes(ids, (c / 4).max(1))),
         ),
     };
     Ok(Parsed {

@@ -255,6 +255,29 @@ async fn shared_prompt_prefixes_share_block_hashes() {
         "the 440-char system prompt spans 6 full blocks, got {shared}"
     );
     assert!(shared < ma.prefix_hashes.len().max(mb.prefix_hashes.len()));
+
+    // Without prefix hashing the rest of the metadata is the same.
+    let (off, _) = run(
+        MetaLayer::new().prefix_hashes(false),
+        req("/v1/chat/completions", &a),
+    )
+    .await
+    .unwrap();
+    assert!(off.prefix_hashes.is_empty());
+    assert_eq!(off.prompt_tokens, ma.prompt_tokens);
+    let tokens = r#"{"prompt":[[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]]}"#;
+    let (on, _) = run(MetaLayer::new(), req("/v1/completions", tokens))
+        .await
+        .unwrap();
+    assert_eq!(on.prefix_hashes.len(), 1);
+    let (off, _) = run(
+        MetaLayer::new().prefix_hashes(false),
+        req("/v1/completions", tokens),
+    )
+    .await
+    .unwrap();
+    assert!(off.prefix_hashes.is_empty());
+    assert_eq!(off.prompt_tokens, 17);
 }
 
 /// A body that yields its chunks one frame at a time.
