@@ -249,7 +249,17 @@ async fn exchange(
     read_size: usize,
 ) -> Result<codec::ResponseHead, ExchangeError> {
     let sent = async {
-        conn.io.write_all(head).await?;
+        // A head nearly always fits the socket's send buffer: one plain
+        // write, without the readiness polling of `write_all`, which
+        // takes over only for what that write leaves.
+        let written = match conn.io.try_write(head) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        if written < head.len() {
+            conn.io.write_all(&head[written..]).await?;
+        }
         if !tail.is_empty() {
             conn.io.write_all(tail).await?;
         }
