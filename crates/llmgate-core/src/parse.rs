@@ -43,6 +43,10 @@ pub(crate) struct Envelope<'a> {
     #[serde(borrow)]
     pub(crate) prompt: Option<PromptField<'a>>,
     pub(crate) messages: Option<Value>,
+    /// The prompt text of `messages`, when the scanner built it directly
+    /// (then `messages` stays `None`).
+    #[serde(skip)]
+    pub(crate) chat_text: Option<String>,
     #[serde(borrow)]
     pub(crate) input: Option<PromptField<'a>>,
 }
@@ -172,12 +176,15 @@ pub(crate) fn parse_borrowed<'a>(
                 .ok_or_else(|| invalid("missing field `prompt`"))?;
             text_or_tokens(p, "prompt")?
         }
-        EndpointKind::Chat => {
-            let m = env
-                .messages
-                .ok_or_else(|| invalid("missing field `messages`"))?;
-            Prompt::Text(Cow::Owned(chat_text(&m)?))
-        }
+        EndpointKind::Chat => match env.chat_text {
+            Some(text) => Prompt::Text(Cow::Owned(text)),
+            None => {
+                let m = env
+                    .messages
+                    .ok_or_else(|| invalid("missing field `messages`"))?;
+                Prompt::Text(Cow::Owned(chat_text(&m)?))
+            }
+        },
         EndpointKind::Embeddings => {
             let i = env.input.ok_or_else(|| invalid("missing field `input`"))?;
             text_or_tokens(i, "input")?
@@ -249,7 +256,7 @@ fn token_id(v: &Value) -> Option<u32> {
 
 /// The text of a chat `messages` array: each message's role and content,
 /// multi-part content reduced to its text parts.
-fn chat_text(v: &Value) -> Result<String, MetaError> {
+pub(crate) fn chat_text(v: &Value) -> Result<String, MetaError> {
     let messages = v
         .as_array()
         .ok_or_else(|| invalid("`messages` must be an array"))?;

@@ -1,14 +1,16 @@
 //! A hand-rolled reader for the common shape of a request body, tried before
 //! serde_json.
 //!
-//! Most bodies are one flat object whose fields llmgate reads hold plain
-//! strings, numbers, booleans or null; serde_json spends most of its time on
-//! such a body in per-field dispatch and copies. [`scan_envelope`] reads that
-//! shape directly and gives up (`None`) on anything else: a field of another
-//! type, a duplicate field, a `messages` array, a number it would have to
-//! convert, malformed input. Giving up is always safe, since the caller then
-//! parses with serde_json, so this reader only ever answers where serde_json
-//! would answer the same and stays strictly inside the JSON grammar.
+//! Most bodies are one object whose fields llmgate reads hold plain strings,
+//! numbers, booleans or null, plus for chat a `messages` array of role and
+//! content; serde_json spends most of its time on such a body in per-field
+//! dispatch, copies and (for `messages`) a `Value` tree. [`scan_envelope`]
+//! reads that shape directly, building the chat text on the way, and gives
+//! up (`false`) on anything else: a field of another type, a duplicate
+//! field, a number it would have to convert, a message of another shape,
+//! malformed input. Giving up is always safe, since the caller then parses
+//! with serde_json, so this reader only ever answers where serde_json would
+//! answer the same and stays strictly inside the JSON grammar.
 
 use std::borrow::Cow;
 
@@ -104,8 +106,12 @@ fn scan_into<'a>(body: &'a [u8], env: &mut Envelope<'a>) -> Option<()> {
                 USER => env.user = s.opt_str()?,
                 PROMPT => env.prompt = s.opt_str()?.map(PromptField::Str),
                 INPUT => env.input = s.opt_str()?.map(PromptField::Str),
-                MESSAGES => s.lit(b"null")?,
-                _ => s.skip_value(0)?,
+                MESSAGES => {
+                    if s.lit(b"null").is_none() {
+                        env.chat_text = Some(s.chat_messages()?);
+                    }
+                }
+                _ => s.skip_value(0, false)?,
             }
             s.ws();
             match s.next()? {
@@ -235,16 +241,20 @@ impl<'a> Scan<'a> {
     }
 
     /// Skips one value of a field nobody reads, as strictly as serde_json
-    /// checks it.
-    fn skip_value(&mut self, depth: u32) -> Option<()> {
+    /// checks it: syntax only for a field of the envelope (`IgnoredAny`),
+    /// and with `as_value` also what building a `Value` refuses (a lone
+    /// surrogate, a float out of range; any float or long integer is left
+    /// to serde_json there).
+    fn skip_value(&mut self, depth: u32, as_value: bool) -> Option<()> {
         match self.peek()? {
             b'"' => {
                 self.i += 1;
-                self.raw_str().map(drop)
+                self.skipped_str(as_value)
             }
             b'n' => self.lit(b"null"),
             b't' => self.lit(b"true"),
             b'f' => self.lit(b"false"),
+            b'-' | b'0'..=b'9' if as_value => self.plain_integer(),
             b'-' | b'0'..=b'9' => self.skip_number(),
             open @ (b'[' | b'{') if depth < MAX_SKIP_DEPTH => {
                 self.i += 1;
@@ -256,12 +266,12 @@ impl<'a> Scan<'a> {
                 loop {
                     if open == b'{' {
                         self.eat(b'"')?;
-                        self.raw_str()?;
+                        self.skipped_str(as_value)?;
                         self.ws();
                         self.eat(b':')?;
                         self.ws();
                     }
-                    self.skip_value(depth + 1)?;
+                    self.skip_value(depth + 1, as_value)?;
                     self.ws();
                     match self.next()? {
                         b',' => self.ws(),
@@ -271,6 +281,174 @@ impl<'a> Scan<'a> {
                 }
             }
             _ => None,
+        }
+    }
+
+    /// A string (opening quote read) whose text nobody reads.
+    fn skipped_str(&mut self, as_value: bool) -> Option<()> {
+        let (raw, escaped) = self.raw_str()?;
+        if as_value && escaped {
+            unescape(raw)?;
+        }
+        Some(())
+    }
+
+    /// `-? (0 | [1-9][0-9]{0,17})`: an integer any `Value` holds exactly.
+    fn plain_integer(&mut self) -> Option<()> {
+        self.eat(b'-');
+        let start = self.i;
+        self.digits();
+        let digits = self.i - start;
+        if digits == 0 || digits > 18 || (digits > 1 && self.b[start] == b'0') {
+            return None;
+        }
+        match self.peek() {
+            Some(b'.' | b'e' | b'E') => None,
+            _ => Some(()),
+        }
+    }
+
+    /// The prompt text of a chat `messages` array, built as
+    /// [`chat_text`](crate::parse) builds it from the parsed `Value`: per
+    /// message `<|role|>` (`user` when the role is missing or not a
+    /// string), the content's text, a newline. `None` where the `Value`
+    /// path would fail or where this reader would have to guess: a
+    /// message that is not an object, content of another shape, a
+    /// repeated `role`, `content` or `text` (a `Value` keeps the last), a
+    /// name with escapes.
+    fn chat_messages(&mut self) -> Option<String> {
+        self.eat(b'[')?;
+        // The text is about as long as the rest of the body (markers in,
+        // JSON syntax out): one allocation instead of a growth series.
+        let mut out = String::with_capacity(self.b.len() - self.i);
+        self.ws();
+        if self.eat(b']').is_some() {
+            return Some(out);
+        }
+        loop {
+            self.chat_message(&mut out)?;
+            self.ws();
+            match self.next()? {
+                b',' => self.ws(),
+                b']' => return Some(out),
+                _ => return None,
+            }
+        }
+    }
+
+    fn chat_message(&mut self, out: &mut String) -> Option<()> {
+        self.eat(b'{')?;
+        let mut role: Option<Cow<'a, str>> = None;
+        let mut content: Option<Cow<'a, str>> = None;
+        let (mut seen_role, mut seen_content) = (false, false);
+        self.object_fields(|s, key| {
+            match key {
+                "role" if !seen_role => {
+                    seen_role = true;
+                    if s.peek()? == b'"' {
+                        role = s.opt_str()?;
+                    } else {
+                        s.skip_value(1, true)?;
+                    }
+                }
+                "content" if !seen_content => {
+                    seen_content = true;
+                    content = s.chat_content()?;
+                }
+                "role" | "content" => return None,
+                _ => s.skip_value(1, true)?,
+            }
+            Some(())
+        })?;
+        out.push_str("<|");
+        out.push_str(role.as_deref().unwrap_or("user"));
+        out.push_str("|>");
+        if let Some(c) = content {
+            out.push_str(&c);
+        }
+        out.push('\n');
+        Some(())
+    }
+
+    /// A message's `content`: null, a string, or an array of strings and
+    /// parts whose `text` strings are taken.
+    fn chat_content(&mut self) -> Option<Option<Cow<'a, str>>> {
+        match self.peek()? {
+            b'n' | b'"' => self.opt_str(),
+            b'[' => {
+                self.i += 1;
+                let mut text = String::new();
+                self.ws();
+                if self.eat(b']').is_some() {
+                    return Some(Some(Cow::Owned(text)));
+                }
+                loop {
+                    match self.peek()? {
+                        b'"' => text.push_str(&self.opt_str()??),
+                        b'{' => {
+                            self.i += 1;
+                            let mut part: Option<Cow<'a, str>> = None;
+                            let mut seen_text = false;
+                            self.object_fields(|s, key| {
+                                match key {
+                                    "text" if !seen_text => {
+                                        seen_text = true;
+                                        if s.peek()? == b'"' {
+                                            part = s.opt_str()?;
+                                        } else {
+                                            s.skip_value(2, true)?;
+                                        }
+                                    }
+                                    "text" => return None,
+                                    _ => s.skip_value(2, true)?,
+                                }
+                                Some(())
+                            })?;
+                            if let Some(t) = part {
+                                text.push_str(&t);
+                            }
+                        }
+                        _ => return None,
+                    }
+                    self.ws();
+                    match self.next()? {
+                        b',' => self.ws(),
+                        b']' => return Some(Some(Cow::Owned(text))),
+                        _ => return None,
+                    }
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// The fields of an object whose `{` was just read, each name (without
+    /// escapes) handed to `field` with the cursor at its value; the object's
+    /// end is read too.
+    fn object_fields(
+        &mut self,
+        mut field: impl FnMut(&mut Self, &str) -> Option<()>,
+    ) -> Option<()> {
+        self.ws();
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            self.eat(b'"')?;
+            let (key, escaped) = self.raw_str()?;
+            if escaped {
+                return None;
+            }
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            field(self, key)?;
+            self.ws();
+            match self.next()? {
+                b',' => self.ws(),
+                b'}' => return Some(()),
+                _ => return None,
+            }
         }
     }
 
@@ -407,8 +585,8 @@ mod tests {
         Option<Cow<'a, str>>,
     );
 
-    /// The envelope's fields when every prompt is a string and there are no
-    /// messages, which is all the scanner produces.
+    /// The envelope's fields (but `messages`) when every prompt is a
+    /// string, which is all the scanner produces.
     fn fields(env: Envelope<'_>) -> Option<Fields<'_>> {
         fn text(p: Option<PromptField<'_>>) -> Option<Option<Cow<'_, str>>> {
             match p {
@@ -416,9 +594,6 @@ mod tests {
                 Some(PromptField::Str(s)) => Some(Some(s)),
                 Some(PromptField::Other(_)) => None,
             }
-        }
-        if env.messages.is_some() {
-            return None;
         }
         Some((
             env.model,
@@ -437,12 +612,28 @@ mod tests {
         if !scan_envelope(body, &mut fast) {
             return false;
         }
-        let slow: Envelope<'_> = serde_json::from_slice(body).unwrap_or_else(|e| {
+        let mut slow: Envelope<'_> = serde_json::from_slice(body).unwrap_or_else(|e| {
             panic!(
                 "{:?}: scanner read what serde refuses: {e}",
                 String::from_utf8_lossy(body)
             )
         });
+        // The chat text the scanner built is the one the `Value` gives.
+        let want = slow.messages.take().map(|m| {
+            crate::parse::chat_text(&m).unwrap_or_else(|e| {
+                panic!(
+                    "{:?}: scanner read what chat_text refuses: {e}",
+                    String::from_utf8_lossy(body)
+                )
+            })
+        });
+        assert_eq!(fast.messages, None);
+        assert_eq!(
+            fast.chat_text.take(),
+            want,
+            "{:?}",
+            String::from_utf8_lossy(body)
+        );
         let slow = fields(slow).expect("serde read a non-string prompt");
         assert_eq!(
             fields(fast).unwrap(),
@@ -462,6 +653,9 @@ mod tests {
             r#"{}"#,
             r#"{"models":5,"prompts":[1],"user_id":"x","inputs":{},"m":1,"prompt":"p"}"#,
             r#"{"messages":null,"prompt":null,"max_tokens":4294967295,"n":-12.25E+2,"x":"\u0000"}"#,
+            r#"{"messages":[]}"#,
+            r#"{"model":"m","messages":[{"role":"system","content":"be brief\n"},{"role":"user","content":"hello","name":"x\u00e9"}],"stream":true}"#,
+            r#"{"messages":[{"content":[{"type":"text","text":"hel"},{"type":"image_url","image_url":{"url":"http://x","n":[1,-2,null]}},"lo",{"text":5}]},{"role":7},{},{"role":null,"content":null},{"content":[]}]}"#,
         ] {
             assert!(agrees(body.as_bytes()), "{body}");
         }
@@ -489,7 +683,6 @@ mod tests {
             r#"{"max_tokens":4294967296}"#,
             r#"{"model":5}"#,
             r#"{"prompt":[1,2]}"#,
-            r#"{"messages":[]}"#,
             r#"{"prompt":"\ud800"}"#,
             r#"{"prompt":"\udc00x"}"#,
             r#"{"prompt":"\ud800\u0041"}"#,
@@ -503,6 +696,20 @@ mod tests {
             r#"{"a":[1,]}"#,
             r#"{"mod\u0065l":"m"}"#,
             r#"{"a":1} x"#,
+            r#"{"messages":[{"role":"a","role":"b"}]}"#,
+            r#"{"messages":[{"content":"a","content":"b"}]}"#,
+            r#"{"messages":[{"content":[{"text":"a","text":"b"}]}]}"#,
+            r#"{"messages":[{"r\u006fle":"a"}]}"#,
+            r#"{"messages":[{"role":"a","x":1.5}]}"#,
+            r#"{"messages":[{"role":"a","x":1e400}]}"#,
+            r#"{"messages":[{"role":"a","x":"\ud800"}]}"#,
+            r#"{"messages":[{"role":"a","\ud800":1}]}"#,
+            r#"{"messages":[{"content":5}]}"#,
+            r#"{"messages":[{"content":[5]}]}"#,
+            r#"{"messages":[{"content":{"text":"a"}}]}"#,
+            r#"{"messages":["hi"]}"#,
+            r#"{"messages":{}}"#,
+            r#"{"messages":[{"role":"a"},]}"#,
             r#"{"a":1"#,
             r#"["m"]"#,
             "",
@@ -633,7 +840,74 @@ mod tests {
                 answered += 1;
             }
         }
+        // Chat messages built from random parts.
+        const ROLES: &[&str] = &[
+            "\"user\"",
+            "\"system\"",
+            "\"a\\nb\"",
+            "null",
+            "7",
+            "[]",
+            "\"\\ud800\"",
+        ];
+        const CONTENTS: &[&str] = &[
+            "\"hi\"",
+            "\"x\\\"y\\u00e9\"",
+            "null",
+            "[]",
+            "5",
+            "{}",
+            "\"\"",
+            "[\"a\",{\"type\":\"text\",\"text\":\"b\"}]",
+            "[{\"text\":1},{\"image\":{\"u\":[1.5]}}]",
+            "[{\"text\":\"a\",\"text\":\"b\"}]",
+            "[true]",
+            "[\"\\ud83d\\ude00\"]",
+        ];
+        const EXTRAS: &[&str] = &[
+            "\"name\":\"n\"",
+            "\"tool_calls\":[{\"id\":\"1\",\"args\":\"{\\\"a\\\":1}\"}]",
+            "\"n\":12",
+            "\"n\":1e400",
+            "\"n\":-0",
+            "\"n\":123456789012345678901",
+            "\"role\":\"dup\"",
+            "\"x\":\"\\udc00\"",
+        ];
+        let mut chats = 0;
+        for _ in 0..100_000 {
+            let n = next() % 4;
+            let messages: Vec<String> = (0..n)
+                .map(|_| {
+                    let mut fields = Vec::new();
+                    if next() % 4 != 0 {
+                        fields.push(format!(
+                            "\"role\":{}",
+                            ROLES[(next() % ROLES.len() as u64) as usize]
+                        ));
+                    }
+                    if next() % 4 != 0 {
+                        fields.push(format!(
+                            "\"content\":{}",
+                            CONTENTS[(next() % CONTENTS.len() as u64) as usize]
+                        ));
+                    }
+                    if next() % 3 == 0 {
+                        fields.push(EXTRAS[(next() % EXTRAS.len() as u64) as usize].to_string());
+                    }
+                    if next() % 2 == 0 {
+                        fields.reverse();
+                    }
+                    format!("{{{}}}", fields.join(","))
+                })
+                .collect();
+            let body = format!(r#"{{"model":"m","messages":[{}]}}"#, messages.join(","));
+            if agrees(body.as_bytes()) {
+                chats += 1;
+            }
+        }
         assert!(answered > 10_000, "{answered}");
+        assert!(chats > 10_000, "{chats}");
     }
 
     #[test]
