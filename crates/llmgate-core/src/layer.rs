@@ -327,9 +327,9 @@ where
 }
 
 /// A body being buffered. A body that arrives as one frame (most do) is
-/// kept as that frame's bytes: no copy, and when they are `Bytes` they
-/// usually share the connection's buffer, so replaying them for a retry
-/// costs a reference count, not an allocation.
+/// kept as that frame's bytes (for `Bytes`, without a copy): the server
+/// that produced the frame already chose how to hold it, and a second
+/// buffer would only cost an allocation and a copy per request.
 enum BodyBuf {
     Empty,
     One(Bytes),
