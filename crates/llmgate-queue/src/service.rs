@@ -174,16 +174,23 @@ where
     /// request back to be queued (a `Pending` here was seen with a no-op
     /// waker, so the queued path wakes the worker, whose own `poll_ready`
     /// registers for readiness).
+    fn queued_or_closed(&self) -> bool {
+        let g = self.shared.locked.lock();
+        !g.queue.is_empty() || g.closed.is_some()
+    }
+
     fn try_direct(&self, req: Req, priority: Priority) -> Result<ResponseFuture<S::Future>, Req> {
+        // A request that would queue anyway does not wait for the lock.
+        if self.queued_or_closed() {
+            return Err(req);
+        }
         // Waiting for the lock is shorter than a trip through the worker:
         // whoever holds it only polls and calls the inner service. The
-        // queue is checked once it is held, in the worker's lock order.
+        // queue is checked again once it is held (in the worker's lock
+        // order), as the holder may have queued meanwhile.
         let mut inner = self.inner.lock();
-        {
-            let g = self.shared.locked.lock();
-            if !g.queue.is_empty() || g.closed.is_some() {
-                return Err(req);
-            }
+        if self.queued_or_closed() {
+            return Err(req);
         }
         let mut cx = Context::from_waker(Waker::noop());
         match inner.poll_ready(&mut cx) {
