@@ -210,7 +210,7 @@ async fn proxy(State(app): State<Arc<AppState>>, mut req: Request<Body>) -> Resp
     let priority = prepare(&app, &mut req);
     let start = tokio::time::Instant::now();
     let result = app.gateway.clone().oneshot(req).await;
-    finish(&app, result, priority, start)
+    finish(&app, result, priority, start).map(Body::new)
 }
 
 /// Readies a proxied request for the stack; returns its priority label.
@@ -225,7 +225,7 @@ fn finish(
     result: Result<Response, BoxError>,
     priority: Priority,
     start: tokio::time::Instant,
-) -> Response {
+) -> Response<MeteredBody> {
     match result {
         Ok(res) => {
             let (mut parts, body) = res.into_parts();
@@ -237,13 +237,10 @@ fn finish(
             };
             app.metrics.request(priority, outcome);
             let body = match parts.extensions.get::<ServedBy>() {
-                Some(ServedBy(replica)) => Body::new(MeteredBody::new(
-                    body,
-                    start,
-                    app.metrics.replica(replica),
-                    priority,
-                )),
-                None => body,
+                Some(ServedBy(replica)) => {
+                    MeteredBody::new(body, start, app.metrics.replica(replica), priority)
+                }
+                None => MeteredBody::plain(body),
             };
             Response::from_parts(parts, body)
         }
@@ -257,7 +254,7 @@ fn finish(
                 _ => "error",
             };
             app.metrics.request(priority, outcome);
-            res
+            res.map(MeteredBody::plain)
         }
     }
 }
@@ -291,10 +288,14 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    type Response = Response;
+    type Response = Response<MeteredBody>;
     type Error = std::convert::Infallible;
     type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Response, std::convert::Infallible>> + Send>,
+        Box<
+            dyn std::future::Future<
+                    Output = Result<Response<MeteredBody>, std::convert::Infallible>,
+                > + Send,
+        >,
     >;
 
     fn poll_ready(
@@ -311,7 +312,7 @@ where
         let path = req.uri().path();
         if !path.starts_with("/v1/") || path == "/v1/models" {
             let fut = tower::Service::call(&mut self.router, req.map(Body::new));
-            return Box::pin(fut);
+            return Box::pin(async move { Ok(fut.await?.map(MeteredBody::plain)) });
         }
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(PeerAddr(self.peer));

@@ -105,12 +105,15 @@ impl Default for RequestMetrics {
 
 pin_project_lite::pin_project! {
     /// A relayed body that records `llmgate_time_to_first_token_seconds` at its
-    /// first data frame and `llmgate_request_duration_seconds` at its end.
+    /// first data frame and `llmgate_request_duration_seconds` at its end;
+    /// or, [`plain`](Self::plain), a body passed through as it is (one body
+    /// type for every answer, so none is boxed again on its way out).
     pub struct MeteredBody {
         #[pin]
         inner: Body,
-        start: Instant,
-        series: Arc<ReplicaSeries>,
+        // The replica's series and when the request arrived; none for a
+        // plain body.
+        meter: Option<(Arc<ReplicaSeries>, Instant)>,
         priority: Priority,
         first_seen: bool,
         done: bool,
@@ -128,11 +131,21 @@ impl MeteredBody {
     ) -> Self {
         MeteredBody {
             inner,
-            start,
-            series,
+            meter: Some((series, start)),
             priority,
             first_seen: false,
             done: false,
+        }
+    }
+
+    /// `inner` as it is, recording nothing.
+    pub fn plain(inner: Body) -> Self {
+        MeteredBody {
+            inner,
+            meter: None,
+            priority: Priority::default(),
+            first_seen: true,
+            done: true,
         }
     }
 }
@@ -147,19 +160,25 @@ impl HttpBody for MeteredBody {
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = self.project();
         let r = this.inner.poll_frame(cx);
+        let Some((series, start)) = this.meter else {
+            return r;
+        };
         match &r {
             Poll::Ready(Some(Ok(f))) if f.is_data() && !*this.first_seen => {
                 *this.first_seen = true;
-                this.series.ttft.record(this.start.elapsed().as_secs_f64());
+                series.ttft.record(start.elapsed().as_secs_f64());
             }
             Poll::Ready(None) if !*this.done => {
                 *this.done = true;
-                this.series.duration[this.priority.rank()]
-                    .record(this.start.elapsed().as_secs_f64());
+                series.duration[this.priority.rank()].record(start.elapsed().as_secs_f64());
             }
             _ => {}
         }
         r
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 
     fn is_end_stream(&self) -> bool {
