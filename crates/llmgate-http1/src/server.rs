@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use llmgate_core::ErrorResponse;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tower::{BoxError, Service};
 
 use crate::codec::{self, Decoder, Framing, Persistence, RequestError, RequestHead, Step};
@@ -152,6 +152,7 @@ pub async fn serve<M, S, B, F>(
                 io,
                 rbuf: BytesMut::new(),
                 wbuf: Vec::new(),
+                idle_timer: None,
                 service,
                 config,
                 stop,
@@ -205,6 +206,9 @@ struct Connection<S> {
     io: TcpStream,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
+    /// The idle timeout's timer, kept from one wait to the next: see
+    /// [`idle_expired`].
+    idle_timer: Option<Pin<Box<Sleep>>>,
     service: S,
     config: Arc<ServerConfig>,
     stop: watch::Receiver<bool>,
@@ -279,20 +283,22 @@ where
                 biased;
                 r = fill(&mut self.io, &mut self.rbuf, self.config.read_size) => r,
                 _ = stopped(&mut self.stop) => return Next::Close,
-                _ = sleep_or_never(idle) => return Next::Close,
+                _ = idle_expired(&mut self.idle_timer, idle) => return Next::Close,
             };
             if !matches!(first, Ok(n) if n > 0) {
                 return Next::Close;
             }
         }
-        let deadline = Instant::now() + self.config.request_read_timeout;
+        // Set by the first read that waits: a request that arrived whole
+        // (nearly every one) needs no clock read.
+        let mut deadline = None;
         let head = loop {
             match codec::parse_request_head(&mut self.rbuf) {
                 Ok(Some(head)) => break head,
                 Ok(None) => {}
                 Err(e) => return Next::Reject(e),
             }
-            match self.read_more(deadline).await {
+            match self.read_more(&mut deadline).await {
                 Ok(true) => {}
                 Ok(false) => return Next::Close,
                 Err(e) => return Next::Reject(e),
@@ -303,7 +309,7 @@ where
             keep_alive: head.keep_alive,
             head_only: head.method == http::Method::HEAD,
         };
-        let body = match self.read_body(&head, deadline).await {
+        let body = match self.read_body(&head, &mut deadline).await {
             Ok(Some(body)) => body,
             Ok(None) => return Next::Close,
             Err(e) => return Next::Reject(e),
@@ -326,9 +332,19 @@ where
         Next::Request(req, exchange)
     }
 
-    /// Reads more of a request by `deadline`. `Ok(false)`: the client
+    /// The request read deadline, set to the timeout from now unless set
+    /// already. (A `100 Continue` that the client is slow to take counts
+    /// against the time the request has, as it always did.)
+    fn start_clock(&self, deadline: &mut Option<Instant>) -> Instant {
+        let timeout = self.config.request_read_timeout;
+        *deadline.get_or_insert_with(|| Instant::now() + timeout)
+    }
+
+    /// Reads more of a request by `deadline`, which the first call sets
+    /// to the request read timeout from now. `Ok(false)`: the client
     /// closed the connection.
-    async fn read_more(&mut self, deadline: Instant) -> Result<bool, RequestError> {
+    async fn read_more(&mut self, deadline: &mut Option<Instant>) -> Result<bool, RequestError> {
+        let deadline = self.start_clock(deadline);
         match tokio::time::timeout_at(
             deadline,
             fill(&mut self.io, &mut self.rbuf, self.config.read_size),
@@ -349,7 +365,7 @@ where
     async fn read_body(
         &mut self,
         head: &RequestHead,
-        deadline: Instant,
+        deadline: &mut Option<Instant>,
     ) -> Result<Option<Bytes>, RequestError> {
         let max = self.config.max_body_bytes;
         let too_large = || {
@@ -366,6 +382,7 @@ where
                 }
                 let n = n as usize;
                 if head.expects_continue && self.rbuf.len() < n {
+                    self.start_clock(deadline);
                     self.send_continue().await;
                 }
                 while self.rbuf.len() < n {
@@ -385,6 +402,7 @@ where
             }
             Framing::Chunked => {
                 if head.expects_continue && self.rbuf.is_empty() {
+                    self.start_clock(deadline);
                     self.send_continue().await;
                 }
                 let mut decoder = Decoder::for_request(Framing::Chunked);
@@ -439,15 +457,17 @@ where
         let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
         // A malformed length from the service frames nothing: the body's
         // own size (or chunking) decides.
-        let declared = codec::content_length(&parts.headers).ok().flatten();
+        // Looked up only when the body's own size does not decide: a body
+        // that knows its length spares the header lookup.
+        let declared = || codec::content_length(&parts.headers).ok().flatten();
         let framing = if bodiless {
             Framing::Empty
         } else if let Some(n) = if exchange.head_only {
             // A HEAD answer's body is empty; its length is what a GET
             // would have sent, as the service declared it.
-            declared.or(body.size_hint().exact())
+            declared().or(body.size_hint().exact())
         } else {
-            body.size_hint().exact().or(declared)
+            body.size_hint().exact().or_else(declared)
         } {
             Framing::Length(n)
         } else if exchange.version == Version::HTTP_11 {
@@ -633,10 +653,35 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-async fn sleep_or_never(d: Option<Duration>) {
-    match d {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
+/// Completes once `idle` (from the first poll) has passed; never when
+/// `None`.
+///
+/// The timer lives in `timer` from one idle wait to the next and is not
+/// moved to each new deadline: inserting a timer into the runtime's wheel
+/// and taking it out again, once per request, cost more than the rest of
+/// the wait. When the timer fires for an older deadline, it is moved to
+/// this one and waited on again, so the connection still closes `idle`
+/// after it went idle, never sooner.
+async fn idle_expired(timer: &mut Option<Pin<Box<Sleep>>>, idle: Option<Duration>) {
+    let Some(idle) = idle else {
+        return std::future::pending().await;
+    };
+    let deadline = Instant::now() + idle;
+    let timer = match timer {
+        Some(t) => {
+            if t.deadline() > deadline {
+                t.as_mut().reset(deadline);
+            }
+            t
+        }
+        None => timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+    };
+    loop {
+        timer.as_mut().await;
+        if timer.deadline() >= deadline {
+            return;
+        }
+        timer.as_mut().reset(deadline);
     }
 }
 

@@ -1242,6 +1242,29 @@ async fn an_idle_keep_alive_connection_closes_after_the_idle_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn idle_time_counts_from_the_last_answer_even_after_a_request_longer_than_the_timeout() {
+    let (service, mut calls) = gated();
+    let server = start(config(), service).await;
+    let mut c = server.client().await;
+    // Idle for a while first, so the connection's idle timer is running.
+    tokio::time::sleep(IDLE_TIMEOUT / 2).await;
+    c.send("GET /slow HTTP/1.1\r\n\r\n").await;
+    let call = next(&mut calls).await;
+    // The timer's first deadline passes while the request is in service.
+    tokio::time::sleep(IDLE_TIMEOUT + Duration::from_secs(5)).await;
+    call.respond.send(Response::new(full("late"))).unwrap();
+    assert_eq!(c.answer().await.text(), "late");
+    let idle_since = Instant::now();
+    c.expect_eof().await;
+    let idle = idle_since.elapsed();
+    assert!(
+        idle >= IDLE_TIMEOUT && idle < IDLE_TIMEOUT + Duration::from_secs(1),
+        "closed after {idle:?} idle"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_connection_that_never_sends_closes_after_the_idle_timeout() {
     let server = start(config(), app_service()).await;
     let connected = Instant::now();
