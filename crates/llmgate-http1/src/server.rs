@@ -580,7 +580,19 @@ where
         if self.wbuf.is_empty() {
             return true;
         }
-        let ok = self.io.write_all(&self.wbuf).await.is_ok();
+        // An answer's head and small body nearly always fit the socket's
+        // send buffer: one plain write, without the readiness polling of
+        // `write_all`, which takes over only for what that write leaves.
+        let written = match self.io.try_write(&self.wbuf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(_) => {
+                self.wbuf.clear();
+                return false;
+            }
+        };
+        let ok =
+            written == self.wbuf.len() || self.io.write_all(&self.wbuf[written..]).await.is_ok();
         self.wbuf.clear();
         ok
     }
