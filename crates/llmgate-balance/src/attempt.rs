@@ -133,33 +133,49 @@ impl Service<Request<BufferedBody>> for Attempt {
         let upstream = self.upstream.clone();
         let target = self.target.clone();
         Box::pin(async move {
-            let deadline = Instant::now() + limit;
-            let res = match tokio::time::timeout_at(deadline, upstream.send(&target, req)).await {
-                Err(_) => {
+            // One timer for both waits (they share the deadline), polled by
+            // hand: `timeout_at` would register a second one and move the
+            // large send future into itself.
+            let sleep = tokio::time::sleep_until(Instant::now() + limit);
+            tokio::pin!(sleep);
+            let send = upstream.send(&target, req);
+            tokio::pin!(send);
+            let sent = std::future::poll_fn(|cx| match send.as_mut().poll(cx) {
+                Poll::Ready(r) => Poll::Ready(Some(r)),
+                Poll::Pending => sleep.as_mut().poll(cx).map(|()| None),
+            })
+            .await;
+            let res = match sent {
+                None => {
                     return Err(AttemptTimeout {
                         what: "send response headers",
                         timeout: limit,
                     }
                     .into())
                 }
-                Ok(Err(e)) => return Err(UpstreamError(e).into()),
-                Ok(Ok(res)) => res,
+                Some(Err(e)) => return Err(UpstreamError(e).into()),
+                Some(Ok(res)) => res,
             };
             let (parts, mut body) = res.into_parts();
             // Wait for the first chunk of a successful answer (error answers
             // pass through as they are).
             let first = if parts.status.is_success() && !body.is_end_stream() {
-                match tokio::time::timeout_at(deadline, body.frame()).await {
-                    Err(_) => {
+                let frame = std::future::poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+                    Poll::Ready(f) => Poll::Ready(Some(f)),
+                    Poll::Pending => sleep.as_mut().poll(cx).map(|()| None),
+                })
+                .await;
+                match frame {
+                    None => {
                         return Err(AttemptTimeout {
                             what: "send the first chunk",
                             timeout: limit,
                         }
                         .into())
                     }
-                    Ok(Some(Err(e))) => return Err(UpstreamError(e).into()),
-                    Ok(Some(Ok(frame))) => Some(frame),
-                    Ok(None) => None,
+                    Some(Some(Err(e))) => return Err(UpstreamError(e).into()),
+                    Some(Some(Ok(frame))) => Some(frame),
+                    Some(None) => None,
                 }
             } else {
                 None
