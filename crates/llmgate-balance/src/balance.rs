@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::Hash;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -115,7 +115,46 @@ where
     /// Per-pick buffers, kept between picks so routing does not allocate.
     scratch: Scratch,
     /// `llmgate_balance_picks_total` per endpoint, for the current strategy.
-    pick_counters: HashMap<Arc<str>, metrics::Counter>,
+    pick_counters: HashMap<Arc<str>, metrics::Counter, BuildHasherDefault<IdHasher>>,
+}
+
+/// Hashes endpoint ids for the per-pick counter lookup. They come from the
+/// configuration and discovery, never from clients, so no defence against
+/// chosen collisions is needed, and SipHash cost more than the rest of the
+/// lookup. A word-at-a-time multiply-rotate (as in rustc's FxHash), its
+/// high bits folded down at the end for the bucket index.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl IdHasher {
+    fn mix(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            self.mix(u64::from_le_bytes(w));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(w));
+        }
+    }
+
+    fn write_u8(&mut self, b: u8) {
+        self.mix(u64::from(b));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 32)
+    }
 }
 
 #[derive(Default)]
@@ -124,6 +163,8 @@ struct Scratch {
     views: Vec<LoadView>,
     ids: Vec<Arc<str>>,
     keep: Vec<bool>,
+    /// Always empty between picks: only its allocation is kept.
+    cands: Vec<Candidate<'static>>,
 }
 
 /// A load balancer over any [`Discover`] whose endpoints report
@@ -202,7 +243,7 @@ where
             wake_all,
             discover_error: None,
             scratch: Scratch::default(),
-            pick_counters: HashMap::new(),
+            pick_counters: HashMap::default(),
         };
         GpuAwareBalance {
             shared: Arc::new(Mutex::new(shared)),
@@ -417,6 +458,7 @@ where
             views,
             ids,
             keep,
+            cands: spare,
         } = scratch;
         idx.clear();
         views.clear();
@@ -477,13 +519,20 @@ where
             keep.extend(views.iter().map(|v| !th.exceeded(v)));
             narrow(keep, idx, views, ids);
         }
-        let cands: Vec<Candidate<'_>> = ids
-            .iter()
-            .zip(views.iter())
-            .map(|(id, load)| Candidate { id, load })
-            .collect();
+        let mut cands: Vec<Candidate<'_>> = std::mem::take(spare);
+        cands.extend(
+            ids.iter()
+                .zip(views.iter())
+                .map(|(id, load)| Candidate { id, load }),
+        );
         let chosen = self.strategy.pick(meta, &cands);
-        drop(cands);
+        cands.clear();
+        // Back to a `'static` element type for keeping: an in-place collect
+        // of an empty vector, which keeps its allocation.
+        *spare = cands
+            .into_iter()
+            .map(|_| -> Candidate<'static> { unreachable!("cleared") })
+            .collect();
         Ok((
             idx[chosen.min(idx.len() - 1)],
             ids[chosen.min(ids.len() - 1)].clone(),
