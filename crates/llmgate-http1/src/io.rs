@@ -1,12 +1,11 @@
 //! Reading from a socket into a buffer that exists only while it holds
 //! bytes.
 
-use std::future::Future;
-use std::pin::pin;
+use std::io::ErrorKind;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// Below this much free buffer space a read first reserves `read_size`.
@@ -19,32 +18,55 @@ pub const MIN_READ_SPACE: usize = 512;
 /// spends most of its life waiting, and thousands of them should not each
 /// hold a read buffer meanwhile.
 ///
-/// The read goes through `AsyncRead`, which takes a read that leaves
-/// buffer space unfilled as proof the socket is drained: the next call
-/// waits for the next readiness event instead of first spending a system
-/// call on a read that would block (two fewer per proxied request).
+/// A read that leaves buffer space unfilled is taken as proof the socket
+/// is drained (as tokio's `AsyncRead` does): the next call waits for the
+/// next readiness event instead of first spending a system call on a read
+/// that would block (two fewer per proxied request). The read itself is a
+/// `try_read_buf` inside `try_io` rather than `AsyncRead`, which would ask
+/// for the readiness just seen a second time (and charge the task's
+/// coop budget again).
 pub fn poll_fill(
     io: &mut TcpStream,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
     read_size: usize,
 ) -> Poll<std::io::Result<usize>> {
-    match io.poll_read_ready(cx) {
-        Poll::Pending => return release_idle(buf),
-        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-        Poll::Ready(Ok(())) => {}
-    }
-    if buf.capacity() == 0 {
-        // Given up while waiting (or never had one): a fresh allocation,
-        // without `reserve`'s bookkeeping for a buffer that holds bytes.
-        *buf = BytesMut::with_capacity(read_size);
-    } else if buf.capacity() - buf.len() < MIN_READ_SPACE {
-        buf.reserve(read_size);
-    }
-    match pin!(io.read_buf(buf)).poll(cx) {
-        // Readiness was stale; the read registered for the next event.
-        Poll::Pending => release_idle(buf),
-        done => done,
+    loop {
+        match io.poll_read_ready(cx) {
+            Poll::Pending => return release_idle(buf),
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) => {}
+        }
+        if buf.capacity() == 0 {
+            // Given up while waiting (or never had one): a fresh allocation,
+            // without `reserve`'s bookkeeping for a buffer that holds bytes.
+            *buf = BytesMut::with_capacity(read_size);
+        } else if buf.capacity() - buf.len() < MIN_READ_SPACE {
+            buf.reserve(read_size);
+        }
+        let room = buf.capacity() - buf.len();
+        let mut got = 0;
+        // `try_io` clears the readiness when its closure reports
+        // `WouldBlock`: a short read reports it too, after keeping what it
+        // read, so that the socket counts as drained.
+        let read = io.try_io(Interest::READABLE, || {
+            got = io.try_read_buf(buf)?;
+            if got > 0 && got < room {
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            Ok(())
+        });
+        match read {
+            Ok(()) => return Poll::Ready(Ok(got)),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if got > 0 {
+                    return Poll::Ready(Ok(got));
+                }
+                // Readiness was stale and is cleared now: the next turn
+                // registers for the next event (or reads, if one came).
+            }
+            Err(e) => return Poll::Ready(Err(e)),
+        }
     }
 }
 
