@@ -71,7 +71,7 @@ impl Load for Endpoint {
 impl Service<Request<BufferedBody>> for Endpoint {
     type Response = Response<BoxBody>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, BoxError>> + Send>>;
+    type Future = EndpointFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         // Whatever keeps this endpoint pending (a full cap, an open breaker),
@@ -117,39 +117,62 @@ impl Service<Request<BufferedBody>> for Endpoint {
     }
 
     fn call(&mut self, req: Request<BufferedBody>) -> Self::Future {
-        let state = self.state.clone();
+        let state = &self.state;
         let (prompt, streamed) = req
             .extensions()
             .get::<RequestMeta>()
             .map_or((0, false), |m| (m.prompt_tokens, m.stream));
         let dispatched = state.begin(prompt, streamed);
-        let mut guard = InFlight {
+        let guard = InFlight {
             state: Some(state.clone()),
             start: Instant::now(),
             ok: true,
             prefill: Some(dispatched),
         };
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            match fut.await {
-                Ok(res) => {
-                    let now = Instant::now();
-                    guard.ok = !res.status().is_server_error();
-                    if let Some(d) = guard.prefill.take() {
-                        // Only a successful stream's first token measures
-                        // prefill: an error or rejection comes back at once.
-                        let measures = res.status().is_success();
-                        state.first_byte(d, now - guard.start, measures, now);
-                    }
-                    let (mut parts, body) = res.into_parts();
-                    parts.extensions.insert(ServedBy(state.id().clone()));
-                    let tracked = TrackedBody { inner: body, guard };
-                    Ok(Response::from_parts(parts, tracked.boxed_unsync()))
+        EndpointFuture {
+            fut: self.inner.call(req),
+            guard: Some(guard),
+        }
+    }
+}
+
+/// Response future of [`Endpoint`]: written out rather than an async block,
+/// so that it sits inline in the balancer's future instead of in a box of
+/// its own.
+pub struct EndpointFuture {
+    fut: <InnerService as Service<Request<BufferedBody>>>::Future,
+    /// Taken when the answer's head (or error) arrives.
+    guard: Option<InFlight>,
+}
+
+impl Future for EndpointFuture {
+    type Output = Result<Response<BoxBody>, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = std::task::ready!(self.fut.as_mut().poll(cx));
+        let mut guard = self.guard.take().expect("polled after completion");
+        let Some(state) = guard.state.as_ref() else {
+            unreachable!("an in-flight guard keeps its state until finished")
+        };
+        Poll::Ready(match result {
+            Ok(res) => {
+                let now = Instant::now();
+                guard.ok = !res.status().is_server_error();
+                if let Some(d) = guard.prefill.take() {
+                    // Only a successful stream's first token measures
+                    // prefill: an error or rejection comes back at once.
+                    let measures = res.status().is_success();
+                    state.first_byte(d, now - guard.start, measures, now);
                 }
-                Err(e) => {
-                    guard.finish(false);
-                    Err(EndpointError::new(state.id().clone(), e).into())
-                }
+                let (mut parts, body) = res.into_parts();
+                parts.extensions.insert(ServedBy(state.id().clone()));
+                let tracked = TrackedBody { inner: body, guard };
+                Ok(Response::from_parts(parts, tracked.boxed_unsync()))
+            }
+            Err(e) => {
+                let id = state.id().clone();
+                guard.finish(false);
+                Err(EndpointError::new(id, e).into())
             }
         })
     }
