@@ -553,7 +553,7 @@ where
 {
     type Response = <D::Service as Service<Req>>::Response;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+    type Future = BalanceFuture<<D::Service as Service<Req>>::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         let mut g = self.shared.lock();
@@ -580,19 +580,78 @@ where
         // endpoint's slot is taken before the next poll_ready, so a queue
         // above releases one request per free slot and keeps its order.
         let first = self.shared.lock().dispatch(None, req);
-        let req = match first {
-            Ok(fut) => return Box::pin(async move { fut.await.map_err(Into::into) }),
-            Err((_, Some(no))) => return Box::pin(std::future::ready(Err(no.into()))),
-            Err((req, None)) => req,
+        let state = match first {
+            Ok(fut) => State::Sent { fut },
+            Err((_, Some(no))) => State::Failed {
+                error: Some(no.into()),
+            },
+            Err((req, None)) => State::Waiting {
+                pick: Box::pin(Dispatch {
+                    shared: self.shared.clone(),
+                    req: Some(req),
+                }),
+            },
         };
-        let pick = Dispatch {
-            shared: self.shared.clone(),
-            req: Some(req),
-        };
-        Box::pin(async move {
-            let fut = pick.await?;
-            fut.await.map_err(Into::into)
-        })
+        BalanceFuture { state }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Response future of [`GpuAwareBalance`]: the chosen endpoint's future
+    /// inline (no box on the common path, where an endpoint is ready at
+    /// `call`), or the wait for one.
+    pub struct BalanceFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+/// The wait for a ready endpoint, ending in its response future.
+type Pick<F> = Pin<Box<dyn Future<Output = Result<F, BoxError>> + Send>>;
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Sent {
+            #[pin]
+            fut: F,
+        },
+        Waiting {
+            pick: Pick<F>,
+        },
+        Failed {
+            error: Option<BoxError>,
+        },
+    }
+}
+
+impl<F, T, E> Future for BalanceFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let fut = match self.as_mut().project().state.project() {
+                StateProj::Sent { fut } => return fut.poll(cx).map_err(Into::into),
+                StateProj::Failed { error } => {
+                    return Poll::Ready(Err(error.take().expect("polled after completion")))
+                }
+                StateProj::Waiting { pick } => match std::task::ready!(pick.as_mut().poll(cx)) {
+                    Ok(fut) => fut,
+                    Err(e) => {
+                        self.as_mut()
+                            .project()
+                            .state
+                            .set(State::Failed { error: None });
+                        return Poll::Ready(Err(e));
+                    }
+                },
+            };
+            self.as_mut().project().state.set(State::Sent { fut });
+        }
     }
 }
 
