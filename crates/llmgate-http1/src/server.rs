@@ -4,6 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -15,7 +16,8 @@ use http_body_util::{BodyExt, Full};
 use llmgate_core::ErrorResponse;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::{Instant, Sleep};
 use tower::{BoxError, Service};
 
@@ -120,7 +122,10 @@ pub async fn serve<M, S, B, F>(
         }
     };
     let config = Arc::new(config);
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let stop = Arc::new(Stop::new());
+    // Also stops the connections when this future is dropped unfinished.
+    let stop_guard = StopOnDrop(stop.clone());
+    let mut accepted_count: usize = 0;
     // Every connection holds a sender; `recv` yields `None` once all are gone.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let mut shutdown = pin!(shutdown);
@@ -145,9 +150,14 @@ pub async fn serve<M, S, B, F>(
         let _ = io.set_nodelay(true);
         let service = make_service(peer);
         let config = config.clone();
-        let stop = stop_rx.clone();
+        let stop = stop.clone();
+        let stop_shard = accepted_count % STOP_SHARDS;
+        accepted_count = accepted_count.wrapping_add(1);
         let alive = alive_tx.clone();
         let run = move |io| async move {
+            // Before the connection first looks at the flag, so that a
+            // stop signalled after that look wakes this.
+            let stop_wait = Box::pin(stop.shards[stop_shard].clone().notified_owned());
             let conn = Connection {
                 io,
                 rbuf: BytesMut::new(),
@@ -156,6 +166,7 @@ pub async fn serve<M, S, B, F>(
                 service,
                 config,
                 stop,
+                stop_wait,
             };
             conn.run().await;
             drop(alive);
@@ -168,7 +179,7 @@ pub async fn serve<M, S, B, F>(
         }
     }
     drop(listener);
-    let _ = stop_tx.send(true);
+    drop(stop_guard);
     drop(alive_tx);
     let _ = alive_rx.recv().await;
 }
@@ -211,7 +222,10 @@ struct Connection<S> {
     idle_timer: Option<Pin<Box<Sleep>>>,
     service: S,
     config: Arc<ServerConfig>,
-    stop: watch::Receiver<bool>,
+    stop: Arc<Stop>,
+    /// Completes once the server stops; kept for the connection's life
+    /// (see [`Stop`]).
+    stop_wait: Pin<Box<OwnedNotified>>,
 }
 
 impl<S, B> Connection<S>
@@ -275,14 +289,14 @@ where
             .count();
         self.rbuf.advance(blank);
         if self.rbuf.is_empty() {
-            if *self.stop.borrow() {
+            if self.stop.is_stopping() {
                 return Next::Close;
             }
             let idle = self.config.idle_timeout;
             let first = tokio::select! {
                 biased;
                 r = fill(&mut self.io, &mut self.rbuf, self.config.read_size) => r,
-                _ = stopped(&mut self.stop) => return Next::Close,
+                _ = self.stop_wait.as_mut() => return Next::Close,
                 _ = idle_expired(&mut self.idle_timer, idle) => return Next::Close,
             };
             if !matches!(first, Ok(n) if n > 0) {
@@ -452,7 +466,7 @@ where
         let status = parts.status;
         // The service's own `Connection: close` ends the connection too.
         let mut keep = exchange.keep_alive
-            && !*self.stop.borrow()
+            && !self.stop.is_stopping()
             && codec::keep_alive(&parts.headers, Version::HTTP_11);
         let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
         // A malformed length from the service frames nothing: the body's
@@ -660,9 +674,50 @@ async fn client_gone(io: &mut TcpStream, rbuf: &mut BytesMut, read_size: usize) 
     }
 }
 
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // An error means the server is gone: stop as well.
-    let _ = stop.wait_for(|s| *s).await;
+/// How many [`Notify`]s the connections' stop waits are spread over.
+const STOP_SHARDS: usize = 8;
+
+/// Tells the connections that the server is stopping.
+///
+/// Each connection keeps one wait for it from start to end, registered
+/// once; a fresh wait for each idle spell (a watch channel's `changed`)
+/// was registered and unregistered under a lock once per request. The
+/// waits are spread over several `Notify`s so that the connections of
+/// different I/O threads do not all take one lock.
+struct Stop {
+    stopping: AtomicBool,
+    shards: [Arc<Notify>; STOP_SHARDS],
+}
+
+impl Stop {
+    fn new() -> Stop {
+        Stop {
+            stopping: AtomicBool::new(false),
+            shards: std::array::from_fn(|_| Arc::new(Notify::new())),
+        }
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    fn signal(&self) {
+        // The flag first: a connection that misses it was already waiting
+        // (its wait predates this call), and `notify_waiters` wakes it.
+        self.stopping.store(true, Ordering::Release);
+        for shard in &self.shards {
+            shard.notify_waiters();
+        }
+    }
+}
+
+/// Signals [`Stop`] when dropped.
+struct StopOnDrop(Arc<Stop>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.signal();
+    }
 }
 
 /// Completes once `idle` (from the first poll) has passed; never when

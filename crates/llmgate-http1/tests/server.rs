@@ -1337,6 +1337,20 @@ async fn a_request_body_that_stalls_gets_408() {
 // ---------------------------------------------------------------------
 
 #[tokio::test(start_paused = true)]
+async fn dropping_serve_unfinished_closes_idle_connections_at_once() {
+    let server = start(config(), app_service()).await;
+    let mut c = server.client().await;
+    assert_eq!(c.exchange("GET /1 HTTP/1.1\r\n\r\n").await.status, 200);
+    let asked = Instant::now();
+    server.task.abort();
+    c.expect_eof().await;
+    assert!(
+        asked.elapsed() < IDLE_TIMEOUT,
+        "the idle connection was closed by its idle timeout, not by serve's end"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn shutdown_closes_idle_connections_at_once_and_finishes_requests_in_flight() {
     let (service, mut calls) = gated();
     let mut server = start(config(), service).await;
