@@ -66,8 +66,10 @@ impl Default for ServerConfig {
     }
 }
 
-/// Request bodies up to this size are copied out of the read buffer, so a
-/// long request does not pin a whole read buffer for its lifetime.
+/// Request bodies up to this size that needed reads of their own are
+/// copied out of the read buffer, so a long request does not pin a whole
+/// read buffer for its lifetime. (One that came with its head shares the
+/// buffer: the head's fields, slices of it, pin it as long anyway.)
 const COPY_BODY_BYTES: usize = 16 * 1024;
 /// Response data up to this size is copied next to its framing and written
 /// in one call; larger pieces are written as they are.
@@ -395,6 +397,8 @@ where
                     return Err(too_large());
                 }
                 let n = n as usize;
+                // Still in the allocation the head was cut from.
+                let came_with_head = self.rbuf.len() >= n;
                 if head.expects_continue && self.rbuf.len() < n {
                     self.start_clock(deadline);
                     self.send_continue().await;
@@ -406,7 +410,7 @@ where
                         return Ok(None);
                     }
                 }
-                Ok(Some(if n <= COPY_BODY_BYTES {
+                Ok(Some(if n <= COPY_BODY_BYTES && !came_with_head {
                     let body = Bytes::copy_from_slice(&self.rbuf[..n]);
                     self.rbuf.advance(n);
                     body
