@@ -315,6 +315,11 @@ where
     /// Applies discovery changes, promotes endpoints that became ready and
     /// removes finished drains. Never blocks.
     fn refresh(&mut self) {
+        self.refresh_at(Instant::now());
+    }
+
+    /// [`Self::refresh`] with the time already read.
+    fn refresh_at(&mut self, now: Instant) {
         let waker = self.waker.clone();
         let mut cx = Context::from_waker(&waker);
         loop {
@@ -337,7 +342,6 @@ where
         // An endpoint stays in the ready set until it is polled again, even
         // after it turned unhealthy, draining or ejected. Demote those, so
         // that `poll_ready`, `len` and the admin report see the truth.
-        let now = Instant::now();
         for i in (0..self.cache.ready_len()).rev() {
             let admitted = self
                 .cache
@@ -364,14 +368,18 @@ where
                 }
             }
         }
-        let done: Vec<D::Key> = self
-            .states
-            .iter()
-            .filter(|(_, s)| s.drain_complete(now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in done {
-            self.remove(&k);
+        // Looked for before collecting: a finished drain is rare, and the
+        // collect costs more than the look.
+        if self.states.values().any(|s| s.drain_complete(now)) {
+            let done: Vec<D::Key> = self
+                .states
+                .iter()
+                .filter(|(_, s)| s.drain_complete(now))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in done {
+                self.remove(&k);
+            }
         }
     }
 
@@ -399,8 +407,8 @@ where
     where
         Req: RouteInfo,
     {
-        self.refresh();
         let now = Instant::now();
+        self.refresh_at(now);
         let mut scratch = std::mem::take(&mut self.scratch);
         let result = loop {
             let chosen = match self.choose(&req, now, &mut scratch, waiter) {

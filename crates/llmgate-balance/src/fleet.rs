@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -99,12 +99,35 @@ pub type FleetBalance = GpuAwareBalance<FleetDiscover, Request<BufferedBody>>;
 #[derive(Debug)]
 pub struct FleetDiscover {
     rx: mpsc::UnboundedReceiver<Change<Arc<str>, Endpoint>>,
+    /// The waker the channel holds since a poll found it empty. The
+    /// balancer polls for changes twice a request and nearly always finds
+    /// none: while the channel is still empty and open and that waker would
+    /// wake the same task, its registration stands and the poll (coop
+    /// budget, waker exchange) can be skipped.
+    parked: Option<Waker>,
+}
+
+impl FleetDiscover {
+    fn new(rx: mpsc::UnboundedReceiver<Change<Arc<str>, Endpoint>>) -> Self {
+        FleetDiscover { rx, parked: None }
+    }
 }
 
 impl futures_util::Stream for FleetDiscover {
     type Item = Result<Change<Arc<str>, Endpoint>, std::convert::Infallible>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx).map(|o| o.map(Ok))
+        let this = &mut *self;
+        if let Some(w) = &this.parked {
+            if w.will_wake(cx.waker()) && this.rx.is_empty() && !this.rx.is_closed() {
+                return Poll::Pending;
+            }
+        }
+        let r = this.rx.poll_recv(cx);
+        this.parked = match r {
+            Poll::Pending => Some(cx.waker().clone()),
+            Poll::Ready(_) => None,
+        };
+        r.map(|o| o.map(Ok))
     }
 }
 
@@ -170,7 +193,7 @@ impl Fleet {
     /// A fleet of `specs` (may be empty). Must run inside a tokio runtime.
     pub fn new(config: FleetConfig, specs: Vec<EndpointSpec>) -> Result<Fleet, FleetError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let balance = GpuAwareBalance::new(FleetDiscover { rx }, config.balance.clone());
+        let balance = GpuAwareBalance::new(FleetDiscover::new(rx), config.balance.clone());
         let client = http_client(config.h2c);
         let handle = FleetHandle {
             inner: Arc::new(Inner {
