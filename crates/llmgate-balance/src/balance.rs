@@ -481,7 +481,7 @@ where
                 continue;
             }
             idx.push(i);
-            views.push(st.load_view(staleness));
+            views.push(st.load_view_at(staleness, now));
             ids.push(st.id().clone());
         }
         if idx.is_empty() {

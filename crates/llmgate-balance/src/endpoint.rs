@@ -529,7 +529,12 @@ impl EndpointState {
     /// A point-in-time view of the load, trusting telemetry only while it is
     /// younger than `staleness`.
     pub fn load_view(&self, staleness: Duration) -> LoadView {
-        let now = Instant::now();
+        self.load_view_at(staleness, Instant::now())
+    }
+
+    /// [`Self::load_view`] at a time the caller already read (the balancer
+    /// reads it once for every candidate of a pick).
+    pub(crate) fn load_view_at(&self, staleness: Duration, now: Instant) -> LoadView {
         let (latency, ttft, pace, error_rate) = {
             let s = self.stats.lock();
             // A sample decayed to nothing still counts as "answered": keep a
