@@ -452,31 +452,69 @@ fn framing(
     })
 }
 
-/// The `Content-Length` of a head: `None` when absent; an error when it is
-/// not a number or its values disagree.
-pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ProtocolError> {
-    content_length_in(
-        headers
-            .get_all(header::CONTENT_LENGTH)
-            .iter()
-            .map(HeaderValue::as_bytes),
-    )
-}
-
-/// [`content_length`] over the field's values.
+/// The `Content-Length` of a head from the field's values: `None` when
+/// absent; an error when it is not a number or its values disagree.
 #[inline]
 fn content_length_in<'a>(
     values: impl Iterator<Item = &'a [u8]>,
 ) -> Result<Option<u64>, ProtocolError> {
     let mut length: Option<u64> = None;
     for v in values {
-        // A single number, the usual shape, needs no splitting.
-        match decimal(v) {
-            Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
-            _ => length_parts(v, &mut length)?,
-        }
+        length_value(v, &mut length)?;
     }
     Ok(length)
+}
+
+/// Adds one `Content-Length` value to `length`.
+#[inline]
+fn length_value(v: &[u8], length: &mut Option<u64>) -> Result<(), ProtocolError> {
+    // A single number, the usual shape, needs no splitting.
+    match decimal(v) {
+        Some(n) if length.is_none_or(|l| l == n) => {
+            *length = Some(n);
+            Ok(())
+        }
+        _ => length_parts(v, length),
+    }
+}
+
+/// What the server reads from a service's answer fields before writing
+/// them: the `Content-Length` (`None` when absent or malformed), whether
+/// HTTP/1.1 persistence survives `Connection`, and whether there is a
+/// `Date`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct AnswerFields {
+    pub(crate) content_length: Option<u64>,
+    pub(crate) keep_alive: bool,
+    pub(crate) has_date: bool,
+}
+
+/// [`AnswerFields`] in one walk over the map: an answer has a handful of
+/// fields, and comparing each name to three costs less than three hashed
+/// lookups.
+pub(crate) fn answer_fields(headers: &HeaderMap) -> AnswerFields {
+    let mut length = Some(None);
+    let mut close = false;
+    let mut keep = false;
+    let mut has_date = false;
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH {
+            if let Some(l) = &mut length {
+                if length_value(value.as_bytes(), l).is_err() {
+                    length = None;
+                }
+            }
+        } else if name == header::CONNECTION {
+            connection_value(value.as_bytes(), &mut close, &mut keep);
+        } else if name == header::DATE {
+            has_date = true;
+        }
+    }
+    AnswerFields {
+        content_length: length.flatten(),
+        keep_alive: persists(close, keep, Version::HTTP_11),
+        has_date,
+    }
 }
 
 /// Adds the comma-separated lengths of one `Content-Length` value to
@@ -523,33 +561,33 @@ fn final_transfer_coding<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<&
         .last()
 }
 
-/// Whether a message of `version` with these headers allows another
-/// message on its connection.
-pub(crate) fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
-    keep_alive_in(
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .map(HeaderValue::as_bytes),
-        version,
-    )
-}
-
-/// [`keep_alive`] over the `Connection` field's values.
+/// Whether a message of `version` whose `Connection` field has these
+/// values allows another message on its connection.
 #[inline]
 fn keep_alive_in<'a>(values: impl Iterator<Item = &'a [u8]>, version: Version) -> bool {
     let mut close = false;
     let mut keep = false;
     for v in values {
-        // A single token, the usual shape, needs no splitting.
-        if v.len() == 10 && eq_lowercase(v, b"keep-alive") {
-            keep = true;
-        } else if v.len() == 5 && eq_lowercase(v, b"close") {
-            close = true;
-        } else {
-            connection_tokens(v, &mut close, &mut keep);
-        }
+        connection_value(v, &mut close, &mut keep);
     }
+    persists(close, keep, version)
+}
+
+/// Notes `close` and `keep-alive` in one `Connection` value.
+#[inline]
+fn connection_value(v: &[u8], close: &mut bool, keep: &mut bool) {
+    // A single token, the usual shape, needs no splitting.
+    if v.len() == 10 && eq_lowercase(v, b"keep-alive") {
+        *keep = true;
+    } else if v.len() == 5 && eq_lowercase(v, b"close") {
+        *close = true;
+    } else {
+        connection_tokens(v, close, keep);
+    }
+}
+
+/// Whether a connection persists, given what its `Connection` said.
+fn persists(close: bool, keep: bool, version: Version) -> bool {
     match version {
         Version::HTTP_10 => keep && !close,
         _ => !close,
@@ -1302,6 +1340,41 @@ mod tests {
         huge.resize(MAX_HEAD_BYTES + 10, b'a');
         let e = head(&huge, Method::GET).unwrap_err();
         assert!(e.to_string().contains("larger than"), "{e}");
+    }
+
+    #[test]
+    fn answer_fields_read_length_persistence_and_date_in_one_walk() {
+        let fields = |pairs: &[(&str, &str)]| {
+            let mut h = HeaderMap::new();
+            for (n, v) in pairs {
+                h.append(
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            answer_fields(&h)
+        };
+        let none = fields(&[("x-a", "1")]);
+        assert_eq!(none.content_length, None);
+        assert!(none.keep_alive && !none.has_date);
+        let f = fields(&[
+            ("content-length", "5"),
+            ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+            ("content-length", "5, 5"),
+            ("connection", "upgrade, Close"),
+        ]);
+        assert_eq!(f.content_length, Some(5));
+        assert!(!f.keep_alive && f.has_date);
+        assert_eq!(
+            fields(&[("content-length", "5"), ("content-length", "6")]).content_length,
+            None
+        );
+        assert_eq!(
+            fields(&[("content-length", "x"), ("content-length", "6")]).content_length,
+            None
+        );
+        assert!(fields(&[("connection", "keep-alive")]).keep_alive);
+        assert!(!fields(&[("connection", "close")]).keep_alive);
     }
 
     #[test]

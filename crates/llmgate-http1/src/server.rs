@@ -10,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{header, Request, Response, StatusCode, Version};
+use http::{Request, Response, StatusCode, Version};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Full};
 use llmgate_core::ErrorResponse;
@@ -468,24 +468,21 @@ where
         }
         let (parts, body) = res.into_parts();
         let status = parts.status;
+        let fields = codec::answer_fields(&parts.headers);
         // The service's own `Connection: close` ends the connection too.
-        let mut keep = exchange.keep_alive
-            && !self.stop.is_stopping()
-            && codec::keep_alive(&parts.headers, Version::HTTP_11);
+        let mut keep = exchange.keep_alive && !self.stop.is_stopping() && fields.keep_alive;
         let bodiless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
         // A malformed length from the service frames nothing: the body's
         // own size (or chunking) decides.
-        // Looked up only when the body's own size does not decide: a body
-        // that knows its length spares the header lookup.
-        let declared = || codec::content_length(&parts.headers).ok().flatten();
+        let declared = fields.content_length;
         let framing = if bodiless {
             Framing::Empty
         } else if let Some(n) = if exchange.head_only {
             // A HEAD answer's body is empty; its length is what a GET
             // would have sent, as the service declared it.
-            declared().or(body.size_hint().exact())
+            declared.or(body.size_hint().exact())
         } else {
-            body.size_hint().exact().or_else(declared)
+            body.size_hint().exact().or(declared)
         } {
             Framing::Length(n)
         } else if exchange.version == Version::HTTP_11 {
@@ -501,7 +498,7 @@ where
         } else {
             Persistence::Default
         };
-        let date = (!parts.headers.contains_key(header::DATE)).then(crate::date::now);
+        let date = (!fields.has_date).then(crate::date::now);
         self.wbuf.clear();
         codec::encode_response_head(
             status,
