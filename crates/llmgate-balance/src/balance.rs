@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -18,6 +18,7 @@ use llmgate_core::{AvoidEndpoints, RequestMeta};
 
 use crate::endpoint::{Admission, EndpointState};
 use crate::error::{NoEndpoint, NoEndpointReason};
+use crate::keyhash::TrustedKeys;
 use crate::load::{EndpointLoad, LoadView};
 use crate::ready::ReadySet;
 use crate::strategy::{Candidate, GpuThresholds, Strategy, StrategyKind};
@@ -115,46 +116,7 @@ where
     /// Per-pick buffers, kept between picks so routing does not allocate.
     scratch: Scratch,
     /// `llmgate_balance_picks_total` per endpoint, for the current strategy.
-    pick_counters: HashMap<Arc<str>, metrics::Counter, BuildHasherDefault<IdHasher>>,
-}
-
-/// Hashes endpoint ids for the per-pick counter lookup. They come from the
-/// configuration and discovery, never from clients, so no defence against
-/// chosen collisions is needed, and SipHash cost more than the rest of the
-/// lookup. A word-at-a-time multiply-rotate (as in rustc's FxHash), its
-/// high bits folded down at the end for the bucket index.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl IdHasher {
-    fn mix(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(word);
-            self.mix(u64::from_le_bytes(w));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.mix(u64::from_le_bytes(w));
-        }
-    }
-
-    fn write_u8(&mut self, b: u8) {
-        self.mix(u64::from(b));
-    }
-
-    fn finish(&self) -> u64 {
-        self.0 ^ (self.0 >> 32)
-    }
+    pick_counters: HashMap<Arc<str>, metrics::Counter, TrustedKeys>,
 }
 
 #[derive(Default)]

@@ -104,6 +104,7 @@ mod balance;
 mod endpoint;
 mod error;
 mod fleet;
+mod keyhash;
 mod load;
 mod ready;
 pub mod strategy;

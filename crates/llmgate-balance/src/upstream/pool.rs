@@ -1,7 +1,6 @@
 //! Idle HTTP/1.1 connections per replica, reused most-recent first.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -9,6 +8,8 @@ use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tower::BoxError;
+
+use crate::keyhash::TrustedKeys;
 
 /// A buffer that grew past this (a large answer) is not kept while idle.
 const MAX_IDLE_BUFFER: usize = 16 * 1024;
@@ -73,47 +74,6 @@ fn current_shard() -> Shard {
     }
 }
 
-/// Hashes the pool map's keys, replica authorities. They come from the
-/// configuration and discovery, never from clients, so the map needs no
-/// defence against chosen collisions; std's SipHash cost more than the
-/// rest of a checkout. A word-at-a-time multiply-rotate (as in rustc's
-/// FxHash), its high bits folded down at the end for the bucket index.
-#[derive(Default)]
-struct AuthorityHasher(u64);
-
-impl AuthorityHasher {
-    fn mix(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl Hasher for AuthorityHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(word);
-            self.mix(u64::from_le_bytes(w));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.mix(u64::from_le_bytes(w));
-        }
-    }
-
-    fn write_u8(&mut self, b: u8) {
-        self.mix(u64::from(b));
-    }
-
-    fn finish(&self) -> u64 {
-        self.0 ^ (self.0 >> 32)
-    }
-}
-
-type Authorities = BuildHasherDefault<AuthorityHasher>;
-
 /// One replica's idle connections, by shard.
 type Shards = Vec<(Shard, Vec<Idle>)>;
 
@@ -126,7 +86,7 @@ pub(crate) struct Pool {
 struct Idled {
     /// Per replica, per shard, most recent last. Shards are few (the I/O
     /// threads), so a list.
-    by_host: HashMap<std::sync::Arc<str>, Shards, Authorities>,
+    by_host: HashMap<std::sync::Arc<str>, Shards, TrustedKeys>,
     last_sweep: Instant,
 }
 
