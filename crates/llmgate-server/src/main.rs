@@ -7,10 +7,12 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use llmgate_server::config::Config;
 
+mod alloc;
+
 // Per-thread heaps suit the gateway's thread-per-core I/O: a request's
 // allocations are made and freed on one thread, cheaply.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::Mimalloc = alloc::Mimalloc;
 
 #[derive(Parser)]
 #[command(
