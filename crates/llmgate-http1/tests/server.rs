@@ -1562,3 +1562,55 @@ async fn io_threads_finish_requests_in_flight_on_shutdown() {
     busy.expect_eof().await;
     within("serve returning", &mut server.task).await.unwrap();
 }
+
+/// Write syscalls the calling thread has made so far (Linux's per-thread
+/// accounting; socket sends are not counted there, event-fd writes are).
+fn thread_writes() -> u64 {
+    let io = std::fs::read_to_string("/proc/thread-self/io").expect("per-thread I/O accounting");
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscw: "))
+        .expect("a syscw line")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Registers a request-sized timer, as the layer stack does for each
+/// request, then answers with the thread's write count.
+fn timer_service() -> impl TestService<Full<Bytes>> {
+    service_fn(|_req: Request<RequestBody>| async move {
+        let timer = tokio::time::sleep(std::time::Duration::from_secs(72));
+        tokio::pin!(timer);
+        std::future::poll_fn(|cx| {
+            let _ = std::future::Future::poll(timer.as_mut(), cx);
+            std::task::Poll::Ready(())
+        })
+        .await;
+        Ok::<_, BoxError>(Response::new(full(thread_writes().to_string())))
+    })
+}
+
+/// A timer registered on an I/O thread that parked with only far-off
+/// timers makes tokio's time driver wake itself with an event-fd write;
+/// the thread's anchor timer keeps requests' timers off that path.
+#[tokio::test]
+async fn request_timers_cost_an_io_thread_no_wake_up_writes() {
+    let server = start(
+        ServerConfig {
+            io_threads: std::num::NonZeroUsize::new(1),
+            // The default: idle timers further off than requests' timers.
+            idle_timeout: Some(std::time::Duration::from_secs(300)),
+            ..config()
+        },
+        timer_service(),
+    )
+    .await;
+    let mut c = server.client().await;
+    let mut counts = Vec::new();
+    for _ in 0..50 {
+        let a = c.exchange("GET /t HTTP/1.1\r\n\r\n").await;
+        counts.push(a.text().parse::<u64>().unwrap());
+    }
+    let writes = counts[49] - counts[0];
+    assert!(writes < 5, "{writes} write syscalls over 49 requests");
+}
