@@ -1,7 +1,7 @@
 //! [`PriorityQueue`]: the always-ready service that enqueues in `call`.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -46,12 +46,20 @@ pub(crate) struct Shared<Req, F> {
     /// last drop takes the lock to wake the worker, and the worker reads
     /// the count under the lock, so it either sees zero or is woken after.
     pub(crate) handles: AtomicUsize,
+    /// Whether anything is queued or the queue is closed, as of the last
+    /// change under the lock: the direct path of every request reads it
+    /// instead of taking the lock, which the I/O threads would otherwise
+    /// pass between them on every request.
+    pub(crate) waiting: AtomicBool,
 }
 
 impl<Req, F> Shared<Req, F> {
-    /// Publishes the depth gauges; call with the lock held.
+    /// Publishes the depth gauges and the `waiting` flag; call with the
+    /// lock held, after every change to the queue or to `closed`.
     pub(crate) fn publish(&self, g: &Locked<Req, F>) {
         self.recorder.depths(|l| g.queue.level_len(l));
+        self.waiting
+            .store(!g.queue.is_empty() || g.closed.is_some(), Ordering::Release);
     }
 
     /// Fails every queued request with `err` and refuses later ones.
@@ -155,6 +163,7 @@ where
             recorder: Recorder::new(handle),
             config,
             handles: AtomicUsize::new(1),
+            waiting: AtomicBool::new(false),
         });
         let inner = Arc::new(Mutex::new(inner));
         let worker = Worker::new(inner.clone(), shared.clone());
@@ -167,6 +176,12 @@ where
         (svc, worker)
     }
 
+    /// Whether a new request must queue (or be refused) rather than take
+    /// the direct path.
+    fn queued_or_closed(&self) -> bool {
+        self.shared.waiting.load(Ordering::Acquire)
+    }
+
     /// With nothing queued and the inner service free and ready, calls it
     /// from the caller's task: no hand-off to the worker and back, which
     /// is most of what a queue costs while it is empty. Order holds: the
@@ -174,11 +189,6 @@ where
     /// request back to be queued (a `Pending` here was seen with a no-op
     /// waker, so the queued path wakes the worker, whose own `poll_ready`
     /// registers for readiness).
-    fn queued_or_closed(&self) -> bool {
-        let g = self.shared.locked.lock();
-        !g.queue.is_empty() || g.closed.is_some()
-    }
-
     fn try_direct(&self, req: Req, priority: Priority) -> Result<ResponseFuture<S::Future>, Req> {
         // A request that would queue anyway does not wait for the lock.
         if self.queued_or_closed() {
@@ -186,8 +196,8 @@ where
         }
         // Waiting for the lock is shorter than a trip through the worker:
         // whoever holds it only polls and calls the inner service. The
-        // queue is checked again once it is held (in the worker's lock
-        // order), as the holder may have queued meanwhile.
+        // queue is checked again once it is held, as the holder may have
+        // queued meanwhile.
         let mut inner = self.inner.lock();
         if self.queued_or_closed() {
             return Err(req);
