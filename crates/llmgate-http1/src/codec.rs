@@ -22,14 +22,21 @@ fn bad(msg: impl Into<String>) -> ProtocolError {
     ProtocolError(msg.into())
 }
 
-/// Request headers that describe one connection (RFC 9110 §7.6.1) or that
-/// the client sets itself; never copied from the caller's request.
+/// Fields that describe one connection and so never cross a proxy: the
+/// hop-by-hop list of RFC 9110 §7.6.1, and `Proxy-Connection`, which old
+/// clients send in its place. (Fields a `Connection` field names are
+/// hop-by-hop too; that takes reading its value.)
+fn connection_specific(name: &HeaderName) -> bool {
+    llmgate_core::headers::is_hop_by_hop(name) || name.as_str() == "proxy-connection"
+}
+
+/// Request headers that describe one connection or that the client sets
+/// itself; never copied from the caller's request.
 fn skipped_request_header(name: &HeaderName) -> bool {
-    llmgate_core::headers::is_hop_by_hop(name)
+    connection_specific(name)
         || name == header::HOST
         || name == header::CONTENT_LENGTH
         || name == header::EXPECT
-        || name.as_str() == "proxy-connection"
 }
 
 /// Writes `name: value` and its CRLF.
@@ -145,7 +152,8 @@ pub struct ResponseHead {
     pub status: StatusCode,
     /// HTTP/1.0 or HTTP/1.1.
     pub version: Version,
-    /// The header fields, values sliced from the received head.
+    /// The end-to-end header fields, values sliced from the received head;
+    /// see [`parse_response_head`] for those left out.
     pub headers: HeaderMap,
     /// How the body is delimited.
     pub framing: Framing,
@@ -156,6 +164,18 @@ pub struct ResponseHead {
 /// Parses a final response head from the front of `buf` and removes it
 /// (interim 1xx answers are skipped). `Ok(None)` means more bytes are
 /// needed.
+///
+/// The head's hop-by-hop fields ([`HOP_BY_HOP`], `Proxy-Connection`, and
+/// every field a `Connection` value names) are not in
+/// [`ResponseHead::headers`]: the answer is for a proxy, which must not
+/// forward them, and leaving them out here costs less than inserting them
+/// for the server to find and remove again (nginx, like most replicas,
+/// sends `Connection: keep-alive` with every answer). They still decide
+/// [`ResponseHead::framing`] and [`ResponseHead::keep_alive`] as before;
+/// a field that `Connection` names is dropped only after those are
+/// decided, so naming `Content-Length` does not change the framing.
+///
+/// [`HOP_BY_HOP`]: llmgate_core::headers::HOP_BY_HOP
 pub fn parse_response_head(
     buf: &mut BytesMut,
     request_method: &Method,
@@ -197,12 +217,11 @@ pub fn parse_response_head(
         let spans = spans_of(buf, res.headers, &mut inline, &mut spilled);
         let head = buf.split_to(len).freeze();
         let mut noted = Noted::default();
-        let headers = headers_from_spans(spans, &head, &mut noted)?;
-        let framing = framing(&head, &headers, &noted, status, request_method)?;
-        let keep_alive = keep_alive_in(
-            noted.connection.values(&head, &headers, header::CONNECTION),
-            version,
-        ) && framing != Framing::UntilClose;
+        let mut headers = headers_from_spans(spans, &head, &mut noted, Fields::EndToEnd)?;
+        let framing = framing(&head, spans, &noted, status, request_method)?;
+        let connection = noted.connection.values(&head, spans, CONNECTION);
+        let keep_alive = connection_of_answer(connection, version, &mut headers)
+            && framing != Framing::UntilClose;
         return Ok(Some(ResponseHead {
             status,
             version,
@@ -278,41 +297,70 @@ impl Seen {
         self.count += 1;
     }
 
-    /// The field's values in order. A field that occurs once (or not at
-    /// all) is read from the head itself; only repeated ones go through
-    /// the map.
+    /// The values of field `name` (lower case), in order, read from the
+    /// head itself.
+    /// A field that occurs once (or not at all) needs no search; repeated
+    /// ones are found again among the head's `spans`, not in its map,
+    /// which may leave the field out.
     #[inline(always)]
-    fn values<'a>(&self, head: &'a [u8], headers: &'a HeaderMap, name: HeaderName) -> Values<'a> {
+    fn values<'a>(&self, head: &'a [u8], spans: &'a [Span], name: &'static [u8]) -> Values<'a> {
         match self.count {
             0 => Values::One(None),
             1 => Values::One(Some(
                 &head[self.start as usize..(self.start + self.len) as usize],
             )),
-            _ => repeated(headers, name),
+            _ => Values::Many {
+                spans: spans.iter(),
+                head,
+                name,
+            },
         }
     }
 }
 
-#[inline(never)]
-fn repeated(headers: &HeaderMap, name: HeaderName) -> Values<'_> {
-    Values::Many(headers.get_all(name).iter())
-}
+/// Field names [`Seen::values`] looks for.
+const CONTENT_LENGTH: &[u8] = b"content-length";
+const TRANSFER_ENCODING: &[u8] = b"transfer-encoding";
+const CONNECTION: &[u8] = b"connection";
+const EXPECT: &[u8] = b"expect";
 
 /// The values of one field, as bytes.
+#[derive(Clone)]
 enum Values<'a> {
     One(Option<&'a [u8]>),
-    Many(header::ValueIter<'a, HeaderValue>),
+    Many {
+        spans: std::slice::Iter<'a, Span>,
+        head: &'a [u8],
+        name: &'static [u8],
+    },
 }
 
 impl<'a> Iterator for Values<'a> {
     type Item = &'a [u8];
 
+    #[inline(always)]
     fn next(&mut self) -> Option<&'a [u8]> {
         match self {
             Values::One(v) => v.take(),
-            Values::Many(it) => it.next().map(HeaderValue::as_bytes),
+            Values::Many { spans, head, name } => next_of(spans, head, name),
         }
     }
+}
+
+/// The next value of field `name` among `spans`.
+#[inline(never)]
+fn next_of<'a>(
+    spans: &mut std::slice::Iter<'a, Span>,
+    head: &'a [u8],
+    name: &[u8],
+) -> Option<&'a [u8]> {
+    spans.find_map(|&(ns, nl, vs, vl)| {
+        // Names compare as `HeaderName`s do: without regard to case.
+        let field = &head[ns as usize..(ns + nl) as usize];
+        field
+            .eq_ignore_ascii_case(name)
+            .then(|| &head[vs as usize..(vs + vl) as usize])
+    })
 }
 
 /// The header name `token` spells, for names most heads carry; `None` for
@@ -373,33 +421,57 @@ fn eq_lowercase(token: &[u8], lower: &[u8]) -> bool {
     word(token, n - 8) | 0x2020_2020_2020_2020 == word(lower, n - 8)
 }
 
+/// Which fields of a head go into its map.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fields {
+    /// Every field (a request head: the server forwards what it chooses).
+    All,
+    /// All but the [`connection_specific`] ones (a replica's answer).
+    EndToEnd,
+}
+
 fn headers_from_spans(
     spans: &[Span],
     head: &Bytes,
     noted: &mut Noted,
+    fields: Fields,
 ) -> Result<HeaderMap, ProtocolError> {
     let mut headers = HeaderMap::with_capacity(spans.len());
     for &(ns, nl, vs, vl) in spans {
         let name_bytes = &head[ns as usize..(ns + nl) as usize];
-        let name = match common_name(name_bytes) {
-            Some(name) => name,
-            None => HeaderName::from_bytes(name_bytes).map_err(|_| {
-                bad(format!(
-                    "header name {:?}",
-                    String::from_utf8_lossy(name_bytes)
-                ))
-            })?,
+        let (name, common) = match common_name(name_bytes) {
+            Some(name) => (name, true),
+            None => (
+                HeaderName::from_bytes(name_bytes).map_err(|_| {
+                    bad(format!(
+                        "header name {:?}",
+                        String::from_utf8_lossy(name_bytes)
+                    ))
+                })?,
+                false,
+            ),
         };
+        let mut hop = false;
         if name == header::CONTENT_LENGTH {
             noted.content_length.note(vs, vl);
         } else if name == header::TRANSFER_ENCODING {
             noted.transfer_encoding.note(vs, vl);
+            hop = true;
         } else if name == header::CONNECTION {
             noted.connection.note(vs, vl);
+            hop = true;
         } else if name == header::HOST {
             noted.host.note(vs, vl);
         } else if name == header::EXPECT {
             noted.expect.note(vs, vl);
+        } else if fields == Fields::EndToEnd && !common {
+            // Of the names `common_name` knows, only the two above are
+            // hop-by-hop (`common_names_and_hop_by_hop_agree`), so the
+            // fields nearly every answer carries skip this test.
+            hop = connection_specific(&name);
+        }
+        if hop && fields == Fields::EndToEnd {
+            continue;
         }
         let value = head.slice(vs as usize..(vs + vl) as usize);
         // SAFETY: `HeaderValue` takes every byte but controls other than
@@ -419,7 +491,7 @@ fn headers_from_spans(
 
 fn framing(
     head: &[u8],
-    headers: &HeaderMap,
+    spans: &[Span],
     noted: &Noted,
     status: StatusCode,
     method: &Method,
@@ -436,15 +508,13 @@ fn framing(
         // Content-Length.
         let codings = noted
             .transfer_encoding
-            .values(head, headers, header::TRANSFER_ENCODING);
+            .values(head, spans, TRANSFER_ENCODING);
         return Ok(match final_transfer_coding(codings) {
             Some(c) if c.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
             _ => Framing::UntilClose,
         });
     }
-    let lengths = noted
-        .content_length
-        .values(head, headers, header::CONTENT_LENGTH);
+    let lengths = noted.content_length.values(head, spans, CONTENT_LENGTH);
     Ok(match content_length_in(lengths)? {
         Some(0) => Framing::Empty,
         Some(n) => Framing::Length(n),
@@ -605,6 +675,55 @@ fn connection_tokens(value: &[u8], close: &mut bool, keep: &mut bool) {
     }
 }
 
+/// [`keep_alive_in`] for an answer's `Connection` values, which also
+/// removes from `headers` the fields those values name (hop-by-hop too,
+/// RFC 9110 §7.6.1), in the same walk.
+#[inline]
+fn connection_of_answer<'a>(
+    values: impl Iterator<Item = &'a [u8]>,
+    version: Version,
+    headers: &mut HeaderMap,
+) -> bool {
+    let mut close = false;
+    let mut keep = false;
+    for v in values {
+        // The usual values are one option and name nothing.
+        if v.len() == 10 && eq_lowercase(v, b"keep-alive") {
+            keep = true;
+        } else if v.len() == 5 && eq_lowercase(v, b"close") {
+            close = true;
+        } else {
+            connection_tokens(v, &mut close, &mut keep);
+            remove_named(v, headers);
+        }
+    }
+    persists(close, keep, version)
+}
+
+/// Removes from `headers` the fields that one `Connection` value names;
+/// `close` and `keep-alive` are options, not names.
+#[inline(never)]
+fn remove_named(value: &[u8], headers: &mut HeaderMap) {
+    // A value with bytes outside visible ASCII and tabs names nothing, as
+    // for the server, which reads `Connection` through
+    // `HeaderValue::to_str`: both ends of the proxy then agree.
+    if !value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+    {
+        return;
+    }
+    for token in value.split(|b| *b == b',') {
+        let token = token.trim_ascii();
+        if token.eq_ignore_ascii_case(b"close") || token.eq_ignore_ascii_case(b"keep-alive") {
+            continue;
+        }
+        if let Ok(name) = HeaderName::from_bytes(token) {
+            headers.remove(name);
+        }
+    }
+}
+
 /// A parsed request head.
 #[derive(Debug)]
 pub struct RequestHead {
@@ -705,7 +824,7 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Req
         )
     })?;
     let mut noted = Noted::default();
-    let headers = headers_from_spans(spans, &head, &mut noted).map_err(bad_request)?;
+    let headers = headers_from_spans(spans, &head, &mut noted, Fields::All).map_err(bad_request)?;
 
     let framing = if noted.transfer_encoding.count > 0 {
         if version == Version::HTTP_10 {
@@ -722,11 +841,11 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Req
         }
         let te = noted.transfer_encoding;
         let codings = te
-            .values(&head, &headers, header::TRANSFER_ENCODING)
+            .values(&head, spans, TRANSFER_ENCODING)
             .flat_map(|v| v.split(|b| *b == b','))
             .filter(|c| !c.trim_ascii().is_empty())
             .count();
-        match final_transfer_coding(te.values(&head, &headers, header::TRANSFER_ENCODING)) {
+        match final_transfer_coding(te.values(&head, spans, TRANSFER_ENCODING)) {
             Some(c) if codings == 1 && c.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
             _ => {
                 return Err(reject(
@@ -736,9 +855,7 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Req
             }
         }
     } else {
-        let lengths = noted
-            .content_length
-            .values(&head, &headers, header::CONTENT_LENGTH);
+        let lengths = noted.content_length.values(&head, spans, CONTENT_LENGTH);
         match content_length_in(lengths).map_err(bad_request)? {
             None | Some(0) => Framing::Empty,
             Some(n) => Framing::Length(n),
@@ -749,7 +866,7 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Req
     if noted.host.count > 1 {
         return Err(reject(StatusCode::BAD_REQUEST, "more than one host header"));
     }
-    let expects_continue = match noted.expect.values(&head, &headers, header::EXPECT).next() {
+    let expects_continue = match noted.expect.values(&head, spans, EXPECT).next() {
         None => false,
         Some(v) if v.eq_ignore_ascii_case(b"100-continue") => version == Version::HTTP_11,
         Some(_) => {
@@ -759,10 +876,7 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Req
             ))
         }
     };
-    let keep_alive = keep_alive_in(
-        noted.connection.values(&head, &headers, header::CONNECTION),
-        version,
-    );
+    let keep_alive = keep_alive_in(noted.connection.values(&head, spans, CONNECTION), version);
     Ok(Some(RequestHead {
         method,
         uri,
@@ -777,9 +891,7 @@ pub fn parse_request_head(buf: &mut BytesMut) -> Result<Option<RequestHead>, Req
 /// Response headers the server writes itself or that describe one
 /// connection; never copied from a service's response.
 fn skipped_response_header(name: &HeaderName) -> bool {
-    llmgate_core::headers::is_hop_by_hop(name)
-        || name == header::CONTENT_LENGTH
-        || name.as_str() == "proxy-connection"
+    connection_specific(name) || name == header::CONTENT_LENGTH
 }
 
 /// How a response head ends its connection handling.
@@ -1890,6 +2002,171 @@ mod tests {
         assert_eq!(
             encode(odd, &none, Framing::Empty, Persistence::Default, None),
             "HTTP/1.1 599 \r\n\r\n"
+        );
+    }
+
+    /// A parsed answer's fields as `(name, value)` pairs, in map order
+    /// (repeated names keep their order).
+    fn fields(h: &ResponseHead) -> Vec<(String, String)> {
+        h.headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+            .collect()
+    }
+
+    #[test]
+    fn a_parsed_answer_leaves_out_hop_by_hop_fields_and_keeps_the_rest() {
+        let wire = "HTTP/1.1 200 OK\r\n\
+            X-Hop: 1\r\n\
+            Content-Type: text/event-stream\r\n\
+            Connection: keep-alive, X-Hop\r\n\
+            Set-Cookie: a=1\r\n\
+            Keep-Alive: timeout=5\r\n\
+            X-Request-Id: r7\r\n\
+            Transfer-Encoding: chunked\r\n\
+            Proxy-Connection: keep-alive\r\n\
+            Set-Cookie: b=2\r\n\
+            Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n\
+            CONNECTION: x-other\r\n\
+            x-other: 2\r\n\
+            Set-Cookie: c=3\r\n\r\n";
+        let h = head(wire.as_bytes(), Method::POST).unwrap().unwrap();
+        let pairs = [
+            ("content-type", "text/event-stream"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("set-cookie", "c=3"),
+            ("x-request-id", "r7"),
+            ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
+        ];
+        let mut want: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        // Removing a field may move another name's entries in the map; a
+        // stable sort by name keeps each name's values in order.
+        let mut got = fields(&h);
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        want.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, want);
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, true));
+    }
+
+    #[test]
+    fn every_hop_by_hop_field_is_left_out_of_a_parsed_answer() {
+        let names = llmgate_core::headers::HOP_BY_HOP
+            .iter()
+            .map(HeaderName::as_str)
+            .chain(["proxy-connection"]);
+        for name in names {
+            let wire = format!(
+                "HTTP/1.1 200 OK\r\n{name}: x-named\r\nx-named: 1\r\ncontent-length: 2\r\n\r\n"
+            );
+            let h = head(wire.as_bytes(), Method::POST).unwrap().unwrap();
+            let left: Vec<_> = h.headers.keys().map(HeaderName::as_str).collect();
+            // Only `Connection` makes the field it names hop-by-hop.
+            if name == "connection" {
+                assert_eq!(left, ["content-length"], "{name}");
+            } else if name == "transfer-encoding" {
+                // `x-named` is no coding this client reads to the end of.
+                assert_eq!(left, ["x-named", "content-length"], "{name}");
+                assert_eq!(h.framing, Framing::UntilClose, "{name}");
+            } else {
+                assert_eq!(left, ["x-named", "content-length"], "{name}");
+                assert_eq!(h.framing, Framing::Length(2), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_fields_left_out_still_decide_framing_and_persistence() {
+        let f = |wire: &str| head(wire.as_bytes(), Method::POST).unwrap().unwrap();
+        let hop = "keep-alive: timeout=5\r\nproxy-connection: keep-alive\r\nx-a: 1\r\n";
+        let h = f(&format!(
+            "HTTP/1.1 200 OK\r\nconnection: keep-alive\r\n{hop}content-length: 5\r\n\r\n"
+        ));
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(5), true));
+        assert_eq!(
+            fields(&h),
+            [
+                ("x-a".into(), "1".into()),
+                ("content-length".into(), "5".into())
+            ]
+        );
+        let h = f(&format!(
+            "HTTP/1.1 200 OK\r\nconnection: keep-alive\r\n{hop}\r\n"
+        ));
+        assert_eq!((h.framing, h.keep_alive), (Framing::UntilClose, false));
+        assert_eq!(fields(&h), [("x-a".into(), "1".into())]);
+        let h = f(&format!(
+            "HTTP/1.1 200 OK\r\nconnection: close\r\n{hop}content-length: 1\r\n\r\n"
+        ));
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(1), false));
+        assert!(!h.headers.contains_key(header::CONNECTION));
+        let h = f(&format!(
+            "HTTP/1.0 200 OK\r\n{hop}content-length: 1\r\n\r\n"
+        ));
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(1), false));
+        let h = f(&format!(
+            "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\n{hop}content-length: 1\r\n\r\n"
+        ));
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(1), true));
+        assert_eq!(
+            fields(&h),
+            [
+                ("x-a".into(), "1".into()),
+                ("content-length".into(), "1".into())
+            ]
+        );
+        // Repeated fields that the map leaves out are read from the head.
+        let h =
+            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Chunked, true));
+        assert!(h.headers.is_empty());
+        let h = f("HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nConnection: close\r\ncontent-length: 1\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(1), false));
+        // A field that `Connection` names still frames the body.
+        let h = f("HTTP/1.1 200 OK\r\nconnection: content-length\r\ncontent-length: 3\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (Framing::Length(3), true));
+        assert!(h.headers.is_empty());
+    }
+
+    #[test]
+    fn common_names_and_hop_by_hop_agree() {
+        // `headers_from_spans` relies on this to skip `connection_specific`
+        // for the names `common_name` returns: of the connection-specific
+        // names, it knows only the two it notes.
+        let names = llmgate_core::headers::HOP_BY_HOP
+            .iter()
+            .map(HeaderName::as_str)
+            .chain(["proxy-connection"]);
+        for name in names {
+            for bytes in [name.to_string(), name.to_ascii_uppercase()] {
+                match common_name(bytes.as_bytes()) {
+                    None => {}
+                    Some(h) => assert!(
+                        h == header::CONNECTION || h == header::TRANSFER_ENCODING,
+                        "{name}"
+                    ),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_connection_value_that_is_not_visible_ascii_names_nothing() {
+        let h = head(
+            b"HTTP/1.1 200 OK\r\nconnection: x-a, caf\xc3\xa9\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n",
+            Method::POST,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            fields(&h),
+            [
+                ("x-a".into(), "1".into()),
+                ("content-length".into(), "0".into())
+            ]
         );
     }
 

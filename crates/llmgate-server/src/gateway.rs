@@ -229,6 +229,10 @@ fn finish(
     match result {
         Ok(res) => {
             let (mut parts, body) = res.into_parts();
+            // The upstream client's answers come without hop-by-hop fields
+            // (`parse_response_head` leaves them out), so for those this is
+            // one pass over the names that finds nothing; the stack is any
+            // service, though, and what another composes may carry some.
             strip_hop_by_hop(&mut parts.headers);
             let outcome = if parts.status.is_success() {
                 "success"

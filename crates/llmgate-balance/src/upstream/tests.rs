@@ -207,6 +207,24 @@ async fn keep_alive_carries_sequential_requests_on_one_connection() {
 }
 
 #[tokio::test]
+async fn answers_come_without_hop_by_hop_fields_and_their_connection_is_reused() {
+    const HOP: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+        connection: keep-alive, x-hop\r\nkeep-alive: timeout=5\r\nx-hop: 1\r\n\
+        transfer-encoding: chunked\r\nx-request-id: r1\r\n\r\n\
+        6\r\ndata: \r\n3\r\n1\n\n\r\n0\r\n\r\n";
+    let r = replica(vec![Act::Answer(HOP), Act::Answer(LEN_OK)]).await;
+    let up = Upstream::http1(UpstreamConfig::default());
+    let res = up.send(&r.target, post("/v1/x", "")).await.unwrap();
+    let names: Vec<_> = res.headers().keys().map(|n| n.as_str()).collect();
+    assert_eq!(names, ["content-type", "x-request-id"]);
+    assert_eq!(text(res).await, "data: 1\n\n");
+    assert_eq!(up.idle_connections(), 1, "kept alive");
+    let res = up.send(&r.target, post("/v1/x", "")).await.unwrap();
+    assert_eq!(text(res).await, "{\"ok\":true}");
+    assert_eq!(r.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn connection_close_and_close_delimited_answers_are_not_reused() {
     let r = replica(vec![
         Act::Answer(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nhi"),
