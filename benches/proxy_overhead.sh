@@ -203,7 +203,8 @@ EOF
 "$NGINX" -c "$TMP/replica.conf" -p "$TMP/replica" >"$TMP/replica/stdout.log" 2>&1 &
 PIDS+=($!)
 "$NGINX" -c "$TMP/proxy.conf" -p "$TMP/proxy" >"$TMP/proxy/stdout.log" 2>&1 &
-PIDS+=($!)
+PROXY_PID=$!
+PIDS+=("$PROXY_PID")
 "$LLMGATE_BIN" serve --config "$TMP/llmgate.toml" \
     --listen "127.0.0.1:$GW_PORT" \
     --metrics-listen "127.0.0.1:$GW_METRICS_PORT" \
@@ -234,9 +235,37 @@ run_wrk() { # name url conns
         if [ "$3" = 1 ]; then threads=1; else threads=2; fi
     fi
     wrk -t"$threads" -c"$3" -d"${WARMUP}s" -s "$TMP/post.lua" "$2/v1/completions" >/dev/null
+    local before
+    before=$(worker_ticks)
     wrk -t"$threads" -c"$3" -d"${DURATION}s" -s "$TMP/post.lua" "$2/v1/completions" \
         >"$TMP/wrk-$1-$3-$4.txt"
-    grep '^RESULT' "$TMP/wrk-$1-$3-$4.txt" | sed "s/^RESULT/$1 $3/"
+    local split=""
+    if [ "$1" = nginx ]; then
+        split=" busiest_worker_pct=$(busiest_share "$before" "$(worker_ticks)")"
+    fi
+    grep '^RESULT' "$TMP/wrk-$1-$3-$4.txt" | sed "s/^RESULT/$1 $3/; s/\$/$split/"
+}
+
+# CPU ticks of each proxy nginx worker, "pid:ticks ...". nginx lets its
+# workers take connections as they come, so one run may put all 32 on one
+# worker and the next split them; its req/s differs by ~20% between the two,
+# so every nginx row records the busiest worker's share of nginx's CPU.
+worker_ticks() {
+    local w out=""
+    for w in $(pgrep -P "$PROXY_PID"); do
+        out+="$w:$(awk '{print $14 + $15}' "/proc/$w/stat") "
+    done
+    echo "$out"
+}
+
+busiest_share() { # before after
+    python3 - "$1" "$2" <<'PY'
+import sys
+b = dict(x.split(":") for x in sys.argv[1].split())
+a = dict(x.split(":") for x in sys.argv[2].split())
+d = [int(a[w]) - int(b.get(w, 0)) for w in a]
+print(round(100 * max(d) / sum(d)) if sum(d) else 0)
+PY
 }
 
 RESULTS="$TMP/results.txt"
@@ -255,6 +284,7 @@ GW_HWM=$(awk '/^VmHWM/ {print $2}' "/proc/$GW_PID/status")
 python3 - "$RESULTS" "$CONNS" <<'EOF'
 import statistics, sys
 rows = {}
+splits = {}
 for line in open(sys.argv[1]):
     f = line.split()
     name, conns = f[0], int(f[1])
@@ -262,6 +292,8 @@ for line in open(sys.argv[1]):
     rps = int(kv["requests"]) / (int(kv["duration_us"]) / 1e6)
     rows.setdefault((name, conns), []).append(
         (rps, int(kv["p50_us"]), int(kv["p99_us"]), int(kv["errors"])))
+    if "busiest_worker_pct" in kv:
+        splits.setdefault(conns, []).append(f"{rps:,.0f} req/s at {kv['busiest_worker_pct']}%")
 med = {}
 for k, v in rows.items():
     med[k] = (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v),
@@ -291,6 +323,10 @@ for c in conns:
     ok &= hit
     print(f"llmgate / nginx at {c} connections: req/s {r_rps:.2f}x, p99 {r_p99:.2f}x"
           f"  (target >= 0.8x req/s and <= 1.5x p99: {'met' if hit else 'MISSED'})")
+for c in conns:
+    if c > 1 and c in splits:
+        print(f"nginx at {c} connections, each round with its busiest worker's share of nginx's CPU"
+              f" (100% = one worker took every connection): {'; '.join(splits[c])}")
 if any(v[3] for v in med.values()):
     print("WARNING: some runs had errors (non-2xx or socket errors); see the errors column")
 EOF
