@@ -136,7 +136,11 @@ async fn sse_stream_parses_and_ends_with_done() {
 
 #[tokio::test]
 async fn repeated_long_prompt_hits_cache_and_metrics_move() {
-    let sim = SimReplica::spawn(fast()).unwrap();
+    // Real time: TTFT counts from the request's arrival, so a wall-clock
+    // delay before the driver steps (a loaded CI machine) lands in it
+    // multiplied by the speedup; at 1,000, 25 µs of it made a warm TTFT
+    // look cold. At 1 it would take milliseconds, for ≈ 40 ms more test.
+    let sim = SimReplica::spawn(SimConfig::default().with_speedup(1.0)).unwrap();
     let c = client();
     let prompt = "lorem ipsum dolor sit amet ".repeat(160); // ≈ 1,080 tokens
     let mut ttfts = Vec::new();
