@@ -53,6 +53,13 @@ enum Command {
     Bench(llmgate_server::bench::BenchArgs),
 }
 
+/// Whether log lines are coloured: stderr is a terminal and `NO_COLOR`
+/// (<https://no-color.org>) is unset or empty.
+fn log_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 fn main() {
     let cli = Cli::parse();
     // The bench draws a progress line; per-request logs would break it.
@@ -66,6 +73,9 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal: a pipe, a file or a
+        // container's log collector would keep the escape codes as text.
+        .with_ansi(log_colour())
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

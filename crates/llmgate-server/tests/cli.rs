@@ -247,3 +247,46 @@ fn serves_with_a_valid_config_and_stops_on_sigterm() {
         "nothing listens after exit"
     );
 }
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let mut child = serve(&[], &[("RUST_LOG", "info")])
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The embedded fleet's endpoints are logged as they join.
+    let mut seen = Vec::new();
+    let mut logged = None;
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
+        if line.contains("endpoint added") {
+            logged = Some(line);
+            break;
+        }
+        seen.push(line);
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    wait_bounded(&mut child);
+    let line = logged.unwrap_or_else(|| panic!("no 'endpoint added' log line; stderr: {seen:?}"));
+    assert!(line.contains("INFO"), "{line:?}");
+    assert!(
+        !line.contains('\u{1b}') && seen.iter().all(|l| !l.contains('\u{1b}')),
+        "escape codes in a piped log: {line:?}"
+    );
+}
