@@ -60,6 +60,39 @@ fn log_colour() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
+/// Installs the log subscriber: `RUST_LOG` filters (else `default_level`),
+/// `LLMGATE_LOG_FORMAT` picks `text` (the default) or `json`, one object
+/// per line with the event's fields at the top level, for log collectors.
+fn init_logging(default_level: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match std::env::var("LLMGATE_LOG_FORMAT")
+        .as_deref()
+        .map(str::trim)
+    {
+        Err(std::env::VarError::NotPresent) | Ok("" | "text") => {
+            // Colour only for a person at a terminal: a pipe, a file or a
+            // container's log collector would keep the escape codes as text.
+            logs.with_ansi(log_colour()).init()
+        }
+        Ok("json") => logs.json().flatten_event(true).with_ansi(false).init(),
+        Ok(other) => {
+            return Err(format!(
+                "LLMGATE_LOG_FORMAT: expected \"text\" or \"json\", got {other:?}"
+            ))
+        }
+        Err(std::env::VarError::NotUnicode(v)) => {
+            return Err(format!(
+                "LLMGATE_LOG_FORMAT: expected \"text\" or \"json\", got {v:?}"
+            ))
+        }
+    }
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     // The bench draws a progress line; per-request logs would break it.
@@ -67,16 +100,10 @@ fn main() {
         Command::Bench(_) => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .with_writer(std::io::stderr)
-        // Colour only for a person at a terminal: a pipe, a file or a
-        // container's log collector would keep the escape codes as text.
-        .with_ansi(log_colour())
-        .init();
+    if let Err(e) = init_logging(default_level) {
+        eprintln!("llmgate: config error: {e}");
+        std::process::exit(2);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

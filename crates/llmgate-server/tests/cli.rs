@@ -11,7 +11,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_llmgate");
 
 /// The environment overrides `llmgate serve` reads; cleared for the child
 /// so that the caller's environment cannot change the outcome.
-const ENV_VARS: [&str; 8] = [
+const ENV_VARS: [&str; 9] = [
+    "LLMGATE_LOG_FORMAT",
     "ROUTING_STRATEGY",
     "ENABLE_GPU_AWARE",
     "MAX_RETRIES",
@@ -248,9 +249,12 @@ fn serves_with_a_valid_config_and_stops_on_sigterm() {
     );
 }
 
-#[test]
-fn logs_to_a_pipe_carry_no_colour_codes() {
-    let mut child = serve(&[], &[("RUST_LOG", "info")])
+/// Starts `llmgate serve` (embedded fleet) logging at info with `env`,
+/// reads its stderr until the fleet's first endpoint is logged, stops it
+/// with SIGTERM and returns the lines read.
+fn first_log_lines(env: &[(&str, &str)]) -> Vec<String> {
+    let mut child = serve(&[], env)
+        .env("RUST_LOG", "info")
         .env_remove("NO_COLOR")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -267,15 +271,14 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
             }
         }
     });
-    // The embedded fleet's endpoints are logged as they join.
     let mut seen = Vec::new();
-    let mut logged = None;
+    let mut found = false;
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
-        if line.contains("endpoint added") {
-            logged = Some(line);
+        found = line.contains("endpoint added") || line.contains("healthy");
+        seen.push(line);
+        if found {
             break;
         }
-        seen.push(line);
     }
     let killed = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -283,10 +286,45 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
         .unwrap();
     assert!(killed.success());
     wait_bounded(&mut child);
-    let line = logged.unwrap_or_else(|| panic!("no 'endpoint added' log line; stderr: {seen:?}"));
-    assert!(line.contains("INFO"), "{line:?}");
+    assert!(found, "no endpoint was logged; stderr: {seen:?}");
+    seen
+}
+
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let lines = first_log_lines(&[]);
+    assert!(lines.iter().any(|l| l.contains("INFO")), "{lines:?}");
     assert!(
-        !line.contains('\u{1b}') && seen.iter().all(|l| !l.contains('\u{1b}')),
-        "escape codes in a piped log: {line:?}"
+        lines.iter().all(|l| !l.contains('\u{1b}')),
+        "escape codes in a piped log: {lines:?}"
     );
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let lines = first_log_lines(&[("LLMGATE_LOG_FORMAT", "json")]);
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+        assert!(v["timestamp"].is_string(), "{line}");
+        assert!(v["level"].is_string(), "{line}");
+        assert!(v["target"].is_string(), "{line}");
+        assert!(v["message"].is_string(), "{line}");
+    }
+    let last: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    assert_eq!(last["level"], "INFO");
+    // The event's fields sit beside the message, not nested.
+    assert!(
+        last["endpoint"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("sim-")),
+        "{last}"
+    );
+}
+
+#[test]
+fn bad_log_format_is_named() {
+    let stderr = refused(&[], &[("LLMGATE_LOG_FORMAT", "xml")]);
+    assert!(stderr.contains("LLMGATE_LOG_FORMAT"), "{stderr}");
+    assert!(stderr.contains("xml"), "{stderr}");
 }
