@@ -247,3 +247,13 @@ fn header<B>(res: &http::Response<B>, name: &str) -> String {
         .unwrap_or("-")
         .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    /// `cargo test` runs the example whole: it serves, calls, prints and
+    /// checks what it showed, against its own embedded replicas.
+    #[test]
+    fn runs_to_the_end() {
+        super::main().unwrap();
+    }
+}

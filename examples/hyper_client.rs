@@ -246,3 +246,13 @@ async fn main() -> Result<(), BoxError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    /// `cargo test` runs the example whole: it serves, calls, prints and
+    /// checks what it showed, against its own embedded replicas.
+    #[test]
+    fn runs_to_the_end() {
+        super::main().unwrap();
+    }
+}
