@@ -233,32 +233,25 @@ const BAR_W: f64 = 38.0;
 /// its name.
 pub fn svg(rows: &[(StrategyKind, LoadReport)], workload: &str) -> String {
     let scale = |r: &LoadReport| r.time_scale.max(f64::MIN_POSITIVE);
+    // p50 (light) and p99 (dark) of a latency, in simulated seconds.
+    let percentiles = |of: fn(&LoadReport) -> (f64, f64)| -> Vec<Vec<(f64, &'static str)>> {
+        rows.iter()
+            .map(|(_, r)| {
+                let (p50, p99) = of(r);
+                vec![(p50 * scale(r), LIGHT), (p99 * scale(r), DARK)]
+            })
+            .collect()
+    };
     let panels = [
         Panel {
             title: "time to first token, p50 and p99",
             unit: "s",
-            bars: rows
-                .iter()
-                .map(|(_, r)| {
-                    vec![
-                        (r.ttft_p50_s * scale(r), LIGHT),
-                        (r.ttft_p99_s * scale(r), DARK),
-                    ]
-                })
-                .collect(),
+            bars: percentiles(|r| (r.ttft_p50_s, r.ttft_p99_s)),
         },
         Panel {
             title: "end-to-end latency, p50 and p99",
             unit: "s",
-            bars: rows
-                .iter()
-                .map(|(_, r)| {
-                    vec![
-                        (r.e2e_p50_s * scale(r), LIGHT),
-                        (r.e2e_p99_s * scale(r), DARK),
-                    ]
-                })
-                .collect(),
+            bars: percentiles(|r| (r.e2e_p50_s, r.e2e_p99_s)),
         },
         Panel {
             title: "throughput",

@@ -75,6 +75,31 @@ fn wait_bounded(child: &mut Child) -> ExitStatus {
     panic!("llmgate did not exit within 10 s");
 }
 
+/// The lines of a child's output, read on a thread so that a silent child
+/// cannot block the test.
+fn lines_of(out: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// SIGTERM, to this child only, by its PID; then waits for it (bounded).
+fn terminate(child: &mut Child) -> ExitStatus {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    wait_bounded(child)
+}
+
 /// Runs a `serve` that must be refused; returns its stderr.
 fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
     let mut child = serve(args, env)
@@ -153,9 +178,11 @@ fn bad_values_name_their_key() {
 
 #[test]
 fn bad_environment_override_names_the_variable() {
-    let stderr = refused(&[], &[("ROUTING_STRATEGY", "nope")]);
-    assert!(stderr.contains("ROUTING_STRATEGY"), "{stderr}");
-    assert!(stderr.contains("nope"), "{stderr}");
+    for (var, value) in [("ROUTING_STRATEGY", "nope"), ("LLMGATE_LOG_FORMAT", "xml")] {
+        let stderr = refused(&[], &[(var, value)]);
+        assert!(stderr.contains(var), "{stderr}");
+        assert!(stderr.contains(value), "{stderr}");
+    }
     let stderr = refused(&[], &[("MAX_RETRIES", "many")]);
     assert!(stderr.contains("MAX_RETRIES"), "{stderr}");
     // The environment wins over a good file.
@@ -203,18 +230,7 @@ fn serves_with_a_valid_config_and_stops_on_sigterm() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let pid = child.id();
-    // Read stdout on a thread so that a silent child cannot block the test.
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines_of(child.stdout.take().unwrap());
     let mut addr = None;
     let mut seen = Vec::new();
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
@@ -235,13 +251,7 @@ fn serves_with_a_valid_config_and_stops_on_sigterm() {
     );
     assert_eq!(http_get_status(&addr, "/health"), "HTTP/1.1 200 OK");
 
-    // SIGTERM, to this child only, by its PID.
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = wait_bounded(&mut child);
+    let status = terminate(&mut child);
     assert_eq!(status.code(), Some(0), "clean exit on SIGTERM: {status}");
     assert!(
         std::net::TcpStream::connect(&addr).is_err(),
@@ -260,17 +270,7 @@ fn first_log_lines(env: &[(&str, &str)]) -> Vec<String> {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines_of(child.stderr.take().unwrap());
     let mut seen = Vec::new();
     let mut found = false;
     while let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
@@ -280,12 +280,7 @@ fn first_log_lines(env: &[(&str, &str)]) -> Vec<String> {
             break;
         }
     }
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    wait_bounded(&mut child);
+    terminate(&mut child);
     assert!(found, "no endpoint was logged; stderr: {seen:?}");
     seen
 }
@@ -320,11 +315,4 @@ fn json_logs_are_one_object_per_line() {
             .is_some_and(|e| e.starts_with("sim-")),
         "{last}"
     );
-}
-
-#[test]
-fn bad_log_format_is_named() {
-    let stderr = refused(&[], &[("LLMGATE_LOG_FORMAT", "xml")]);
-    assert!(stderr.contains("LLMGATE_LOG_FORMAT"), "{stderr}");
-    assert!(stderr.contains("xml"), "{stderr}");
 }
