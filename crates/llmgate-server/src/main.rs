@@ -69,24 +69,15 @@ fn init_logging(default_level: &str) -> Result<(), String> {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match std::env::var("LLMGATE_LOG_FORMAT")
-        .as_deref()
-        .map(str::trim)
-    {
-        Err(std::env::VarError::NotPresent) | Ok("" | "text") => {
-            // Colour only for a person at a terminal: a pipe, a file or a
-            // container's log collector would keep the escape codes as text.
-            logs.with_ansi(log_colour()).init()
-        }
-        Ok("json") => logs.json().flatten_event(true).with_ansi(false).init(),
-        Ok(other) => {
+    let format = std::env::var_os("LLMGATE_LOG_FORMAT").unwrap_or_default();
+    match format.to_string_lossy().trim() {
+        // Colour only for a person at a terminal: a pipe, a file or a
+        // container's log collector would keep the escape codes as text.
+        "" | "text" => logs.with_ansi(log_colour()).init(),
+        "json" => logs.json().flatten_event(true).with_ansi(false).init(),
+        other => {
             return Err(format!(
                 "LLMGATE_LOG_FORMAT: expected \"text\" or \"json\", got {other:?}"
-            ))
-        }
-        Err(std::env::VarError::NotUnicode(v)) => {
-            return Err(format!(
-                "LLMGATE_LOG_FORMAT: expected \"text\" or \"json\", got {v:?}"
             ))
         }
     }
